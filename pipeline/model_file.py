@@ -1,0 +1,64 @@
+"""The trained-model file: state dict plus all that is needed to rebuild and use it, loaded weights-only."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.atomic import save_torch
+from pipeline.errors import PipelineError
+from pipeline.models import INPUT_SHAPE, MODELS, Normalized, build_model
+
+FORMAT = "mnist-pipeline-model/1"
+
+
+def save_model(path: Path | str, model_name: str, model: nn.Module, mean: float, std: float,
+               classes: list[str], params: dict[str, Any]) -> None:
+    """Write models/model.pt atomically: plain tensors and values only, so weights_only loading works."""
+    save_torch(path, {
+        "format": FORMAT,
+        "model": model_name,
+        "input_shape": list(INPUT_SHAPE),
+        "normalization": {"mean": mean, "std": std},
+        "classes": list(classes),
+        "params": params,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+    })
+
+
+def read_model_file(path: Path | str) -> dict[str, Any]:
+    """The checked contents of a model file; refuses anything that is not plain weights."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found (run the train stage)") from None
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0][:160]
+        raise PipelineError(f"{path}: refused by weights-only loading, not a weights file ({reason})") from None
+    except Exception as exc:  # truncated zip, garbage bytes, ...
+        raise PipelineError(f"{path}: unreadable or truncated model file ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise PipelineError(f"{path}: not a model file of this pipeline (expected format {FORMAT})")
+    if data.get("model") not in MODELS:
+        raise PipelineError(f"{path}: unknown model {data.get('model')!r}, expected one of {', '.join(MODELS)}")
+    return data
+
+
+def load_model(path: Path | str) -> tuple[Normalized, dict[str, Any]]:
+    """The model in eval mode, taking [0, 1] pixels (normalization inside), and the file's metadata."""
+    data = read_model_file(path)
+    model = build_model(data["model"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise PipelineError(f"{path}: weights do not fit model '{data['model']}' ({first[:200]})") from None
+    norm = data["normalization"]
+    wrapped = Normalized(model, norm["mean"], norm["std"]).eval()
+    meta = {k: v for k, v in data.items() if k != "state_dict"}
+    return wrapped, meta

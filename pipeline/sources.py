@@ -1,0 +1,168 @@
+"""Where the IDX files come from: official mirrors, local folders, the bundled copy; all checksum-verified."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline.errors import PipelineError
+from pipeline.idx import read_bytes
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset's published checksums (of the decompressed files), classes and where to look for it."""
+
+    name: str
+    md5: dict[str, str]
+    classes: tuple[str, ...]
+    torchvision_class: str | None = None
+    system_dirs: tuple[Path, ...] = ()
+    bundled_dir: Path | None = None
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        md5={
+            "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+            "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+            "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+            "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+        },
+        classes=tuple(str(d) for d in range(10)),
+        torchvision_class="MNIST",
+        bundled_dir=REPO_ROOT / "data" / "bundled" / "mnist",
+    ),
+    "fashion-mnist": DatasetSpec(
+        name="fashion-mnist",
+        md5={
+            "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+            "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+            "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        torchvision_class="FashionMNIST",
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+    ),
+}
+
+
+def md5_hex(data: bytes) -> str:
+    """MD5 of `data` as hex."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def read_md5sums(path: Path) -> dict[str, str]:
+    """Parse an `md5sum`-style file (checksums of the decompressed IDX files) into {name: md5}."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; dataset 'custom' needs MD5SUMS listing {', '.join(FILES)}") from None
+    sums = {}
+    for line in filter(str.strip, lines):
+        digest, _, name = line.strip().partition(" ")
+        sums[name.strip().lstrip("*").removesuffix(".gz")] = digest.lower()
+    missing = [f for f in FILES if f not in sums]
+    if missing:
+        raise PipelineError(f"{path}: no checksum for {', '.join(missing)}")
+    return sums
+
+
+def dataset_spec(dataset: str, data_dir: str) -> DatasetSpec:
+    """The spec of a named dataset; `custom` takes its checksums from data_dir/MD5SUMS."""
+    if dataset != "custom":
+        return DATASETS[dataset]
+    if not data_dir:
+        raise PipelineError("params.yaml: dataset 'custom' needs 'data_dir' (a folder with IDX files and MD5SUMS)")
+    return DatasetSpec("custom", read_md5sums(Path(data_dir) / "MD5SUMS"), tuple(str(d) for d in range(10)))
+
+
+def verified(spec: DatasetSpec, name: str, data: bytes, origin: str) -> bytes:
+    """Return `data` if its MD5 is the published one, else raise naming the file."""
+    digest = md5_hex(data)
+    if digest != spec.md5[name]:
+        raise PipelineError(f"{origin}: checksum mismatch for {name}: md5 {digest}, expected {spec.md5[name]}")
+    return data
+
+
+def read_local(spec: DatasetSpec, folder: Path) -> dict[str, bytes] | None:
+    """The verified files from `folder` (plain or .gz), or None if it lacks any of them."""
+    paths = {}
+    for name in FILES:
+        found = [p for p in (folder / name, folder / f"{name}.gz") if p.is_file()]
+        if not found:
+            return None
+        paths[name] = found[0]
+    return {name: verified(spec, name, read_bytes(path), str(path)) for name, path in paths.items()}
+
+
+def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the URL's host opens within `timeout` (quick offline detection)."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def download_from_mirrors(spec: DatasetSpec) -> dict[str, bytes] | None:
+    """Download through torchvision's mirrors and downloader; None when no mirror serves every file."""
+    if spec.torchvision_class is None:
+        return None
+    import torchvision.datasets as tvd
+    from torchvision.datasets.utils import download_url
+
+    dataset_cls = getattr(tvd, spec.torchvision_class)
+    for mirror in dataset_cls.mirrors:
+        if not reachable(mirror):
+            log.info("mirror %s unreachable, skipping", mirror)
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                for filename, gz_md5 in dataset_cls.resources:
+                    download_url(mirror + filename, tmp, filename, gz_md5)
+            except (OSError, RuntimeError) as exc:
+                log.info("mirror %s failed (%s), skipping", mirror, exc)
+                continue
+            return {name: verified(spec, name, read_bytes(Path(tmp, f"{name}.gz")), mirror + name) for name in FILES}
+    return None
+
+
+def candidate_sources(spec: DatasetSpec, data_dir: str, offline: bool) -> list[tuple[str, Callable[[], dict | None]]]:
+    """(description, fetcher) pairs in the order they are tried."""
+    sources: list[tuple[str, Callable[[], dict | None]]] = []
+    if not offline and spec.name != "custom":
+        sources.append(("official mirrors", lambda: download_from_mirrors(spec)))
+    folders = [Path(data_dir)] if data_dir else []
+    folders += [*spec.system_dirs, *([spec.bundled_dir] if spec.bundled_dir else [])]
+    for folder in folders:
+        sources.append((str(folder), lambda folder=folder: read_local(spec, folder) if folder.is_dir() else None))
+    return sources
+
+
+def fetch_dataset(spec: DatasetSpec, data_dir: str = "", offline: bool = False) -> tuple[dict[str, bytes], str]:
+    """The four verified, decompressed IDX files and the source that served them."""
+    tried = []
+    for description, fetch in candidate_sources(spec, data_dir, offline):
+        files = fetch()
+        if files is not None:
+            return files, description
+        tried.append(description)
+    raise PipelineError(f"dataset '{spec.name}': no source has all four files (tried: {'; '.join(tried) or 'none'})")
