@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from pipeline.atomic import atomic_path  # noqa: E402
+from pipeline.atomic import atomic_path
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
@@ -27,7 +27,8 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
         axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], marker="o", label=split)
         axes[1].plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker="o", label=split)
     axes[2].plot(epochs, [r["lr"] for r in history], marker="o", color="gray")
-    for ax, title in zip(axes, ("loss (train: with label smoothing)", "accuracy %", "learning rate at epoch end")):
+    titles = ("loss (train: with label smoothing)", "accuracy %", "learning rate at epoch end")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -60,7 +61,7 @@ def plot_misclassified(images: np.ndarray, actual: list[str], predicted: list[st
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, true, pred, p in zip(axes.flat, images, actual, predicted, confidence):
+    for ax, image, true, pred, p in zip(axes.flat, images, actual, predicted, confidence, strict=False):
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"{true}→{pred} ({p:.2f})", fontsize=8, color="firebrick")
     fig.suptitle("most confident mistakes: true→predicted (probability)", fontsize=10)

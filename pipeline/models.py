@@ -17,17 +17,18 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Modul
 def build_cnn() -> nn.Sequential:
     """A small CNN sized for accuracy per second on a 2-core CPU (see README, "Why this CNN").
 
-    Both convolutions stride 2, so no layer ever runs at 28x28 with more than one input channel:
-    28x28x1 -> 14x14x32 -> 7x7x64 -> 128 -> 10.
+    The first two convolutions stride 2, so no layer runs at 28x28 with more than one input channel,
+    and the third adds depth where it is cheapest, at 7x7:
+    28x28x1 -> 14x14x16 -> 7x7x32 -> 7x7x32 -> 64 -> 10, 115k parameters.
     """
     return nn.Sequential(
-        *conv_bn_relu(1, 32, 5, 2),
-        *conv_bn_relu(32, 64, 3, 2),
+        *conv_bn_relu(1, 16, 5, 2),
+        *conv_bn_relu(16, 32, 3, 2),
+        *conv_bn_relu(32, 32, 3, 1),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 128),
+        nn.Linear(32 * 7 * 7, 64),
         nn.ReLU(inplace=True),
-        nn.Dropout(0.1),
-        nn.Linear(128, NUM_CLASSES),
+        nn.Linear(64, NUM_CLASSES),
     )
 
 

@@ -97,7 +97,8 @@ SCHEMA: dict[str, Param] = {
     "epochs": Param("an integer from 1 to 1000", _int(1, 1000), "maximum number of epochs"),
     "patience": Param("an integer >= 0", _int(0),
                       "stop after this many epochs without a better validation loss; 0 never stops early"),
-    "device": Param(f"one of {', '.join(DEVICES)}", _choice(*DEVICES), "where to train; auto picks cuda, then mps, then cpu"),
+    "device": Param(f"one of {', '.join(DEVICES)}", _choice(*DEVICES),
+                    "where to train; auto picks cuda, then mps, then cpu"),
 }
 
 

@@ -41,7 +41,8 @@ def check_split(images: torch.Tensor, labels: torch.Tensor, name: str, num_class
     if len(labels) == 0:
         raise PipelineError(f"{name}: no samples")
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise PipelineError(f"{name}: labels must be in 0-{num_classes - 1}, found {int(labels.min())}-{int(labels.max())}")
+        found = f"{int(labels.min())}-{int(labels.max())}"
+        raise PipelineError(f"{name}: labels must be in 0-{num_classes - 1}, found {found}")
     return Split(images, labels)
 
 
@@ -90,7 +91,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     remainder_order = torch.argsort(quotas - take, descending=True, stable=True)
     take[remainder_order[: val_size - int(take.sum())]] += 1
     val_parts = []
-    for cls, n in zip(classes.tolist(), take.tolist()):
+    for cls, n in zip(classes.tolist(), take.tolist(), strict=True):
         members = torch.nonzero(labels == cls).flatten()
         val_parts.append(members[torch.randperm(len(members), generator=generator)[:n]])
     val = torch.cat(val_parts).sort().values

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from pipeline.errors import PipelineError
 from pipeline.models import build_model, uses_channels_last
 from pipeline.prepared import Split
 
+log = logging.getLogger("train")
 EVAL_BATCH = 2000
 MAX_SHIFT_PX = 2.0
 MAX_ROTATION_DEG = 10.0
@@ -132,8 +134,9 @@ def epoch_order(n: int, seed: int, epoch: int, info: ProcessInfo) -> torch.Tenso
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a dataset, in eval mode."""
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             label_smoothing: float = 0.0) -> tuple[float, float]:
+    """Mean cross-entropy (with the training objective's smoothing) and accuracy, in eval mode."""
     was_training = model.training
     model.eval()
     loss = torch.zeros((), device=images.device, dtype=torch.float64)
@@ -141,7 +144,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tu
     for start in range(0, len(labels), EVAL_BATCH):
         logits = model(images[start:start + EVAL_BATCH]).float()
         target = labels[start:start + EVAL_BATCH]
-        loss += F.cross_entropy(logits, target, reduction="sum").double()
+        loss += F.cross_entropy(logits, target, reduction="sum", label_smoothing=label_smoothing).double()
         correct += (logits.argmax(1) == target).sum()
     model.train(was_training)
     return loss.item() / len(labels), correct.item() / len(labels)
@@ -242,6 +245,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
         state = TrainState(**checkpoint["state"])
+        log.info("resuming from %s after epoch %d", checkpoint_path, state.epoch)
         for record in state.history:
             on_epoch(record)
     resumed_from = state.epoch
@@ -265,7 +269,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         seconds = time.perf_counter() - started
         if bar is not None:
             bar.close()
-        val_loss, val_acc = evaluate(model, x_val, y_val)
+        val_loss, val_acc = evaluate(model, x_val, y_val, cfg.label_smoothing)
         loss_sum, correct, count = totals.tolist()
         record = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                   "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],

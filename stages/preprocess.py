@@ -13,7 +13,7 @@ from pipeline.cli import reports_errors, setup_logging
 from pipeline.idx import read_idx_images, read_idx_labels
 from pipeline.params import describe, load_params
 from pipeline.prepared import Split, check_split, save_split, stratified_split
-from pipeline.sources import dataset_spec
+from pipeline.sources import FILES, dataset_spec, md5_hex
 
 KEYS = ("dataset", "data_dir", "val_size", "seed")
 log = logging.getLogger("preprocess")
@@ -31,7 +31,8 @@ def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=num_classes).tolist()
 
 
-def prepare(raw: Path, val_size: int, seed: int, classes: tuple[str, ...]) -> tuple[dict[str, Split], dict]:
+def prepare(raw: Path, val_size: int, seed: int, dataset: str,
+            classes: tuple[str, ...]) -> tuple[dict[str, Split], dict]:
     """Split the raw files into train/val/test and compute the stats the trainer normalizes with."""
     full, test = read_raw_split(raw, "train"), read_raw_split(raw, "t10k")
     train_idx, val_idx = stratified_split(full.labels, val_size, seed)
@@ -42,11 +43,13 @@ def prepare(raw: Path, val_size: int, seed: int, classes: tuple[str, ...]) -> tu
     }
     pixels = splits["train"].images.double() / 255
     stats = {
+        "dataset": dataset,
         "classes": list(classes),
         "sizes": {name: len(split) for name, split in splits.items()},
         "class_counts": {name: class_counts(split.labels, len(classes)) for name, split in splits.items()},
         "mean": round(pixels.mean().item(), 6),
         "std": round(pixels.std().item(), 6),
+        "source_md5": {name: md5_hex((raw / name).read_bytes()) for name in FILES},
     }
     return splits, stats
 
@@ -67,7 +70,7 @@ def main(params_file: Path, raw: Path, out: Path) -> None:
     setup_logging("preprocess")
     params = load_params(KEYS, params_file)
     classes = dataset_spec(params["dataset"], params["data_dir"]).classes
-    splits, stats = prepare(raw, params["val_size"], params["seed"], classes)
+    splits, stats = prepare(raw, params["val_size"], params["seed"], params["dataset"], classes)
     with atomic_dir(out) as tmp:
         for name, split in splits.items():
             save_split(tmp / f"{name}.pt", split)

@@ -1,0 +1,62 @@
+"""A throwaway git + DVC copy of this repository on a tiny dataset, driven by the real CLIs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import REPO
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_OFFLINE": "1",
+       "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+       "GIT_COMMITTER_EMAIL": "test@example.com", "DVC_NO_ANALYTICS": "1"}
+TINY_PARAMS = {"dataset": "custom", "val_size": 100, "epochs": 1, "batch_size": 128, "device": "cpu"}
+
+
+def run(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command in `repo`; on failure show its output."""
+    done = subprocess.run(args, cwd=repo, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{output}")
+    return done
+
+
+def dvc(repo: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """The real `dvc` command."""
+    return run(repo, str(BIN / "dvc"), *args, **kwargs)
+
+
+def git(repo: Path, *args: str) -> str:
+    """The real `git` command; its stdout."""
+    return run(repo, "git", *args).stdout
+
+
+def set_params(repo: Path, **values: object) -> None:
+    """Edit params.yaml as a user would."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params.update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(dest: Path, data_dir: Path, remote: Path) -> Path:
+    """Copy the project's files (tracked or new, not ignored) into a fresh git repo on the tiny dataset."""
+    listed = run(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file() and not name.startswith(("metrics/", "dvc.lock")):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    git(dest, "init", "-q", "-b", "main")
+    set_params(dest, data_dir=str(data_dir), **TINY_PARAMS)
+    dvc(dest, "remote", "modify", "--local", "storage", "url", str(remote))
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "tiny copy")
+    return dest

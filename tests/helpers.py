@@ -1,0 +1,47 @@
+"""Helpers the tests share: tiny datasets, quick configs, random splits."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from pipeline.idx import write_idx
+from pipeline.prepared import Split
+from pipeline.training import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_tiny_dataset(folder: Path, arrays: dict[str, torch.Tensor], n_train: int, n_test: int) -> Path:
+    """The first n_train/n_test real digits as IDX files plus MD5SUMS (a `custom` dataset)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {
+        "train-images-idx3-ubyte": arrays["train_images"][:n_train],
+        "train-labels-idx1-ubyte": arrays["train_labels"][:n_train],
+        "t10k-images-idx3-ubyte": arrays["test_images"][:n_test],
+        "t10k-labels-idx1-ubyte": arrays["test_labels"][:n_test],
+    }
+    sums = []
+    for name, array in parts.items():
+        write_idx(folder / name, array)
+        sums.append(f"{hashlib.md5((folder / name).read_bytes()).hexdigest()}  {name}")
+    (folder / "MD5SUMS").write_text("\n".join(sums) + "\n")
+    return folder
+
+
+def quick_config(**overrides: object) -> TrainConfig:
+    """A CPU config that trains in about a second on the `prepared` fixture."""
+    values = dict(model="cnn", optimizer="adamw", lr=0.004, momentum=0.9, nesterov=False, weight_decay=0.0005,
+                  scheduler="onecycle", label_smoothing=0.1, augment=True, batch_size=128, epochs=2, patience=0,
+                  seed=3, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def small_split(n: int = 64) -> Split:
+    """Random uint8 images with labels 0-9, for shape-only tests."""
+    generator = torch.Generator().manual_seed(n)
+    return Split(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator),
+                 torch.arange(n, dtype=torch.int64) % 10)

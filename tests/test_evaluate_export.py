@@ -1,0 +1,197 @@
+"""evaluate, export and predict on a quickly trained model; every bad input refused clearly."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner, Result
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.evaluation import predict_logits, to_pixels
+from pipeline.model_file import load_model
+from pipeline.prepared import load_split
+from stages import evaluate, export, predict
+
+
+def invoke(command, *args: object) -> Result:
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path) -> Path:
+    out = tmp_path_factory.mktemp("evaluated")
+    result = invoke(evaluate.main, "--model", trained_model, "--data", prepared, "--metrics", out / "eval.json",
+                    "--plots-dir", out / "eval")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path, evaluated: Path) -> Path:
+    out = tmp_path_factory.mktemp("exported")
+    result = invoke(export.main, "--model", trained_model, "--data", prepared,
+                    "--eval-metrics", evaluated / "eval.json", "--onnx-out", out / "model.onnx",
+                    "--program-out", out / "model.pt2", "--card-out", out / "model_card.md",
+                    "--metrics", out / "export.json")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_model: Path, prepared: Path) -> None:
+    metrics = json.loads((evaluated / "eval.json").read_text())
+    assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "errors",
+                            "images_per_second"}
+    test = load_split(prepared / "test.pt")
+    model, _ = load_model(trained_model)
+    expected = (predict_logits(model, to_pixels(test.images)).argmax(1) != test.labels).sum().item()
+    assert metrics["errors"] == expected
+    assert metrics["accuracy"] == pytest.approx(1 - expected / len(test))
+    per_class = pd.read_csv(evaluated / "eval" / "per_class.csv")
+    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert per_class["support"].sum() == len(test)
+    confusion = pd.read_csv(evaluated / "eval" / "confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(test)
+    assert (confusion["actual"] != confusion["predicted"]).sum() == expected
+    for image in ("confusion.png", "misclassified.png"):
+        assert (evaluated / "eval" / image).read_bytes().startswith(b"\x89PNG")
+
+
+def test_export_agrees_with_pytorch_on_every_test_image(exported: Path, prepared: Path) -> None:
+    report = json.loads((exported / "export.json").read_text())
+    assert report["agree"] is True
+    assert report["images"] == len(load_split(prepared / "test.pt"))
+    for name in ("onnx", "torch_export"):
+        assert report[name]["disagreements"] == 0
+        assert report[name]["max_abs_logit_diff"] < 1e-4
+    assert report["onnx_bytes"] == (exported / "model.onnx").stat().st_size
+    card = (exported / "model_card.md").read_text()
+    assert "Intended use and limits" in card and "CC BY-SA 3.0" in card
+
+
+def test_onnx_has_dynamic_batch_and_normalization_inside(exported: Path, trained_model: Path) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    model, _ = load_model(trained_model)
+    for batch in (1, 7):
+        pixels = torch.rand(batch, 1, 28, 28)
+        logits = session.run(None, {"pixels": pixels.numpy()})[0]
+        assert logits.shape == (batch, 10)
+        assert np.abs(logits - model(pixels).detach().numpy()).max() < 1e-4
+    assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == [str(d) for d in range(10)]
+
+
+def digit_png(image: np.ndarray, path: Path, invert: bool, scale: int) -> Path:
+    """Draw a test digit as a person's image: dark on light when `invert`, upscaled `scale` times."""
+    picture = Image.fromarray(255 - image if invert else image).resize((28 * scale, 28 * scale), Image.BILINEAR)
+    picture.convert("RGB").save(path)
+    return path
+
+
+def test_predict_labels_real_digits_drawn_as_pngs(exported: Path, trained_model: Path, prepared: Path,
+                                                  tmp_path: Path) -> None:
+    test = load_split(prepared / "test.pt")
+    model, _ = load_model(trained_model)
+    probs = predict_logits(model, to_pixels(test.images[:200])).softmax(1)
+    right = [i for i in range(200) if probs[i].argmax() == test.labels[i] and probs[i].max() > 0.9][:24]
+    files = [digit_png(test.images[i].numpy(), tmp_path / f"d{i}.png", invert=n % 2 == 0, scale=1 + n % 4)
+             for n, i in enumerate(right)]
+    result = invoke(predict.main, *files, "--model", exported / "model.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.output)
+    assert [p["label"] for p in predictions] == [str(test.labels[i].item()) for i in right]
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_rest(exported: Path, prepared: Path, tmp_path: Path) -> None:
+    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+    result = invoke(predict.main, text, good, truncated, blank, tmp_path / "missing.png", "--model",
+                    exported / "model.onnx")
+    assert result.exit_code == 1
+    assert f"{good}: 7 (" in result.output
+    assert f"{text}: not an image" in result.output
+    assert f"{truncated}: unreadable or truncated image" in result.output
+    assert f"{blank}: no digit found" in result.output
+    assert f"{tmp_path / 'missing.png'}: not found" in result.output
+
+
+def test_predict_refuses_absurdly_large_images(tmp_path: Path) -> None:
+    from pipeline import digit_image
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (9000, 5000), 0).save(huge)
+    with pytest.raises(PipelineError, match="9000x5000 pixels is too large"):
+        digit_image.prepare_image(huge)
+
+
+def test_predict_needs_a_valid_model(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"garbage")
+    result = invoke(predict.main, tmp_path / "x.png", "--model", broken)
+    assert result.exit_code == 1 and "not a valid ONNX model" in result.output
+    result = invoke(predict.main, tmp_path / "x.png", "--model", tmp_path / "absent.onnx")
+    assert result.exit_code == 1 and "absent.onnx: not found" in result.output
+
+
+class Exploit:
+    """A pickle that would create a file if it were ever unpickled with code execution."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def bad_model_files(folder: Path, trained_model: Path) -> dict[str, tuple[Path, str]]:
+    truncated = folder / "truncated.pt"
+    truncated.write_bytes(trained_model.read_bytes()[:2000])
+    other = folder / "other.pt"
+    data = torch.load(trained_model, weights_only=True)
+    data["model"] = "mlp"
+    torch.save(data, other)
+    malicious = folder / "malicious.pt"
+    torch.save({"format": "x", "payload": Exploit(folder / "pwned")}, malicious)
+    plain_pickle = folder / "plain.pkl"
+    plain_pickle.write_bytes(pickle.dumps(Exploit(folder / "pwned")))
+    return {
+        "truncated": (truncated, "unreadable or truncated model file"),
+        "other architecture": (other, "weights do not fit model 'mlp'"),
+        "malicious": (malicious, "refused by weights-only loading"),
+        "plain pickle": (plain_pickle, "refused by weights-only loading"),
+        "missing": (folder / "absent.pt", "absent.pt: not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "other architecture", "malicious", "plain pickle", "missing"])
+def test_evaluate_refuses_bad_model_files(case: str, trained_model: Path, prepared: Path, tmp_path: Path) -> None:
+    path, message = bad_model_files(tmp_path, trained_model)[case]
+    result = invoke(evaluate.main, "--model", path, "--data", prepared, "--metrics", tmp_path / "eval.json",
+                    "--plots-dir", tmp_path / "eval")
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "eval").exists()
+
+
+def test_evaluate_refuses_mismatched_test_tensors(trained_model: Path, prepared: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    torch.save({"images": torch.zeros(10, 28, 28), "labels": torch.zeros(10, dtype=torch.int64)}, data / "test.pt")
+    result = invoke(evaluate.main, "--model", trained_model, "--data", data, "--metrics", tmp_path / "eval.json",
+                    "--plots-dir", tmp_path / "eval")
+    assert result.exit_code == 1
+    assert "images must be uint8 N x 28 x 28, got torch.float32 (10, 28, 28)" in result.output
+    assert not (tmp_path / "eval.json").exists()
