@@ -13,8 +13,10 @@ from pipeline.errors import PipelineError
 
 
 def setup_logging(stage: str) -> None:
-    """Log INFO lines to stderr, prefixed with the stage name."""
-    logging.basicConfig(level=logging.INFO, format=f"[{stage}] %(message)s", force=True)
+    """Our INFO lines (libraries' warnings only) to stderr, prefixed with the stage name."""
+    logging.basicConfig(level=logging.WARNING, format=f"[{stage}] %(message)s", force=True)
+    for name in (stage.split()[0], "pipeline"):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:

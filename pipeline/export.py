@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -25,13 +26,16 @@ def _dynamic_batch() -> tuple[dict[int, Any]]:
 
 
 def _example() -> tuple[torch.Tensor]:
-    return (torch.rand(2, *INPUT_SHAPE),)
+    """A fixed sample input (it is stored in the .pt2 file, so it must not be random)."""
+    return (torch.linspace(0, 1, 2 * 28 * 28).reshape(2, *INPUT_SHAPE),)
 
 
 def export_program(model: nn.Module, path: Path) -> None:
     """Save a torch.export program (.pt2) with a dynamic batch dimension."""
     program = torch.export.export(model, _example(), dynamic_shapes=_dynamic_batch())
-    torch.export.save(program, path)
+    buffer = io.BytesIO()  # the archive is named after its file: a buffer keeps the bytes reproducible
+    torch.export.save(program, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:

@@ -27,7 +27,7 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
         axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], marker="o", label=split)
         axes[1].plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker="o", label=split)
     axes[2].plot(epochs, [r["lr"] for r in history], marker="o", color="gray")
-    titles = ("loss (train: with label smoothing)", "accuracy %", "learning rate at epoch end")
+    titles = ("loss (with label smoothing)", "accuracy %", "learning rate at epoch end")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")

@@ -18,6 +18,10 @@ from pipeline.model_file import load_model
 from pipeline.prepared import load_split, load_stats
 
 log = logging.getLogger("export")
+CREDITS = {
+    "mnist": "MNIST: Yann LeCun, Corinna Cortes, Christopher J.C. Burges, CC BY-SA 3.0.",
+    "fashion-mnist": "Fashion-MNIST: Han Xiao, Kashif Rasul, Roland Vollgraf (Zalando Research), MIT licence.",
+}
 
 
 def model_card(meta: dict[str, Any], stats: dict[str, Any], evaluation: dict[str, Any],
@@ -46,7 +50,7 @@ MD5 of the decompressed IDX files it was trained and tested on:
 |---|---|
 {checksums}
 
-MNIST: Yann LeCun, Corinna Cortes, Christopher J.C. Burges, CC BY-SA 3.0.
+{CREDITS.get(stats.get('dataset', 'mnist'), 'Custom dataset: see its own licence.')}
 
 ## Training params
 | param | value |

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run by hand, results reported with the machine they ran on."""

@@ -1,0 +1,72 @@
+"""Benchmark: train a model from params.yaml's settings on a chosen device and report speed and test accuracy.
+
+Runs without DVC or dvclive, so it works on a bare GPU machine after `download` and `preprocess`:
+    python -m bench.train_speed --device cuda
+    torchrun --nproc_per_node 1 -m bench.train_speed --device cuda    # the DDP/NCCL path
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import click
+import torch
+
+from pipeline.distributed import destroy_process_group, init_process_group, process_info
+from pipeline.evaluation import predict_logits, to_pixels
+from pipeline.models import Normalized
+from pipeline.params import load_params
+from pipeline.prepared import load_split, load_stats
+from pipeline.training import TRAIN_KEYS, TrainConfig, fit, resolve_device
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device the run used."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+@click.command(help=__doc__)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Override params.yaml's epochs.")
+@click.option("--batch-size", type=int, default=None, help="Override params.yaml's batch_size.")
+@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Write the report as JSON here.")
+def main(device: str, epochs: int | None, batch_size: int | None, data: Path, out: Path | None) -> None:
+    info = process_info()
+    cfg = TrainConfig(**load_params(TRAIN_KEYS))
+    cfg = replace(cfg, device=device, epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
+    torch_device = resolve_device(cfg.device, info.local_rank)
+    init_process_group(info, torch_device)
+    stats = load_stats(data)
+    train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = fit(cfg, train, val, stats["mean"], stats["std"], info, Path(tmp) / "ck.pt", "bench",
+                         lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
+                         if info.is_main else None)
+    finally:
+        destroy_process_group(info)
+    if not info.is_main:
+        return
+    model = Normalized(result.model, stats["mean"], stats["std"]).eval()
+    accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
+    seconds = [r["seconds"] for r in result.state.history]
+    report = {"device": device_name(torch_device), "processes": info.world_size, "torch": torch.__version__,
+              "config": asdict(cfg), "epoch_seconds": [round(s, 3) for s in seconds],
+              "train_seconds": round(result.train_seconds, 2),
+              "steady_epoch_seconds": round(sorted(seconds[1:] or seconds)[len(seconds[1:] or seconds) // 2], 3),
+              "images_per_second": round(result.samples_seen / result.train_seconds), "test_accuracy": accuracy}
+    click.echo(json.dumps(report, indent=2))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
