@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.atomic import atomic_dir
+from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import reports_errors, setup_logging
 from pipeline.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.figures import plot_learning_curves
@@ -33,8 +33,9 @@ def epoch_line(record: dict[str, float], epochs: int) -> str:
 @click.command(help=f"""Train a model on the prepared splits in DATA.
 
 Writes MODEL_OUT (state dict + model name, normalization and classes; loads with
-torch.load(weights_only=True)), and into METRICS_DIR the dvclive record: metrics.json
-(summary), plots/ (per-epoch curves) and curves.png. A checkpoint after every epoch lets
+torch.load(weights_only=True)), METRICS (val loss/accuracy of the kept epoch, best epoch,
+epochs run, seconds, images/s, parameters) and into RECORD_DIR the dvclive record of every
+epoch (plots/) and curves.png. A checkpoint after every epoch lets
 an interrupted run resume where it stopped. Several processes:
 `torchrun --nproc_per_node N -m stages.train` (DDP; gloo on CPU, nccl on CUDA).
 
@@ -44,10 +45,11 @@ Params read from params.yaml:
 @click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
 @click.option("--model-out", default="models/model.pt", show_default=True, type=click.Path(path_type=Path))
-@click.option("--metrics-dir", default="metrics/train", show_default=True, type=click.Path(path_type=Path))
+@click.option("--metrics", default="metrics/train.json", show_default=True, type=click.Path(path_type=Path))
+@click.option("--record-dir", default="metrics/train", show_default=True, type=click.Path(path_type=Path))
 @click.option("--checkpoint", default="models/checkpoint.pt", show_default=True, type=click.Path(path_type=Path))
 @reports_errors
-def main(params_file: Path, data: Path, model_out: Path, metrics_dir: Path, checkpoint: Path) -> None:
+def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_dir: Path, checkpoint: Path) -> None:
     info = process_info()
     setup_logging("train" if info.world_size == 1 else f"train rank {info.rank}")
     cfg = TrainConfig(**load_params(TRAIN_KEYS, params_file))
@@ -60,13 +62,12 @@ def main(params_file: Path, data: Path, model_out: Path, metrics_dir: Path, chec
     run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size)
     try:
         with contextlib.ExitStack() as stack:
-            record_dir = stack.enter_context(atomic_dir(metrics_dir)) if info.is_main else None
+            record_tmp = stack.enter_context(atomic_dir(record_dir)) if info.is_main else None
             live = None
-            if record_dir is not None:
+            if record_tmp is not None:
                 from dvclive import Live
 
-                live = stack.enter_context(Live(str(record_dir), dvcyaml=None, save_dvc_exp=False, report=None))
-                live.log_params(asdict(cfg))
+                live = stack.enter_context(Live(str(record_tmp), dvcyaml=None, save_dvc_exp=False, report=None))
 
             def on_epoch(record: dict[str, float]) -> None:
                 if live is None:
@@ -89,9 +90,8 @@ def main(params_file: Path, data: Path, model_out: Path, metrics_dir: Path, chec
                 "train_seconds": round(result.train_seconds, 2),
                 "samples_per_second": round(result.samples_seen / result.train_seconds),
             }
-            for key, value in summary.items():
-                live.log_metric(f"summary/{key}", value, plot=False)
-            plot_learning_curves(result.state.history, record_dir / "curves.png")
+            plot_learning_curves(result.state.history, record_tmp / "curves.png")
+            write_json(metrics, summary)
             save_model(model_out, cfg.model, result.model, stats["mean"], stats["std"], stats["classes"],
                        asdict(cfg))
         checkpoint.unlink(missing_ok=True)

@@ -40,13 +40,14 @@ def test_repro_is_a_noop_when_nothing_changed(repo: Path) -> None:
 
 def test_metrics_are_committed_and_shown(repo: Path) -> None:
     tracked = git(repo, "ls-files", "metrics").split()
-    assert {"metrics/eval.json", "metrics/export.json", "metrics/train/metrics.json",
+    assert {"metrics/eval.json", "metrics/export.json", "metrics/train.json",
             "metrics/eval/confusion.csv", "metrics/train/plots/metrics/val/acc.tsv"} <= set(tracked)
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     metrics = shown[""]["data"]
     assert metrics["metrics/eval.json"]["data"]["accuracy"] > 0.5
     assert metrics["metrics/export.json"]["data"]["agree"] is True
-    assert "summary" in metrics["metrics/train/metrics.json"]["data"]
+    assert metrics["metrics/train.json"]["data"]["epochs_run"] == 1
+    assert "metrics/train/metrics.json" not in metrics  # dvclive's last-epoch values are plot data, not columns
 
 
 def test_plots_render_offline(repo: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from pipeline.model_file import load_model
 from pipeline.prepared import load_split, load_stats
 from pipeline.sources import DATASETS, FILES, md5_hex
 from stages import evaluate, preprocess
-from tests.dvc_repo import ENV, dvc, git, make_repo
+from tests.dvc_repo import ENV, dvc, git, make_repo, set_params
 from tests.helpers import REPO
 
 
@@ -36,7 +36,8 @@ def stage_command(stage: str, work: Path, prepared: Path, model: Path) -> list[s
         "download": [*params, "--out", str(work / "raw"), "--offline"],
         "preprocess": [*params, "--raw", str(work / "raw-ready"), "--out", str(work / "prepared")],
         "train": [*params, "--data", str(prepared), "--model-out", str(work / "model.pt"),
-                  "--metrics-dir", str(work / "metrics"), "--checkpoint", str(work / "ck.pt")],
+                  "--metrics", str(work / "train.json"), "--record-dir", str(work / "metrics"),
+                  "--checkpoint", str(work / "ck.pt")],
         "evaluate": ["--model", str(model), "--data", str(prepared), "--metrics", str(work / "eval.json"),
                      "--plots-dir", str(work / "eval")],
         "export": ["--model", str(model), "--data", str(prepared), "--eval-metrics", str(work / "eval-ready.json"),
@@ -59,7 +60,8 @@ def accept_prepared(work: Path) -> None:
 
 def accept_model(work: Path) -> None:
     load_model(work / "model.pt")
-    json.loads((work / "metrics" / "metrics.json").read_text())
+    json.loads((work / "train.json").read_text())
+    assert (work / "metrics" / "curves.png").stat().st_size > 0
 
 
 def accept_evaluation(work: Path) -> None:
@@ -77,7 +79,7 @@ def accept_export(work: Path) -> None:
 OUTPUTS: dict[str, tuple[list[str], Callable[[Path], None]]] = {
     "download": (["raw"], accept_raw),
     "preprocess": (["prepared"], accept_prepared),
-    "train": (["model.pt", "metrics"], accept_model),
+    "train": (["model.pt", "train.json", "metrics"], accept_model),
     "evaluate": (["eval.json", "eval"], accept_evaluation),
     "export": (["model.onnx", "model.pt2", "export.json"], accept_export),
 }
@@ -264,3 +266,23 @@ def test_concurrent_repro_fails_cleanly_on_the_lock(pipeline_repo: Path) -> None
     assert "lock" in (second.stdout + second.stderr).lower()
     assert "Data and pipelines are up to date." in dvc(pipeline_repo, "repro").stdout
     load_model(pipeline_repo / "models" / "model.pt")
+
+
+def test_interrupted_dvc_repro_resumes_training_from_the_checkpoint(pipeline_repo: Path) -> None:
+    set_params(pipeline_repo, epochs=40)
+    dvc(pipeline_repo, "repro", "preprocess")
+    checkpoint = pipeline_repo / "models" / "checkpoint.pt"
+    dvc_bin = str(Path(sys.executable).parent / "dvc")
+    process = subprocess.Popen([dvc_bin, "repro"], cwd=pipeline_repo, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    while not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, output
+    assert not (pipeline_repo / "models" / "model.pt").exists()
+    resumed = dvc(pipeline_repo, "repro")
+    assert "resuming from models/checkpoint.pt after epoch" in resumed.stdout + resumed.stderr
+    assert json.loads((pipeline_repo / "metrics" / "train.json").read_text())["epochs_run"] == 40
+    assert not checkpoint.exists()
+    assert "Data and pipelines are up to date." in dvc(pipeline_repo, "repro").stdout

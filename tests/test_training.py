@@ -129,12 +129,13 @@ def write_params(folder: Path, **overrides: object) -> Path:
 def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
     params = write_params(tmp_path, epochs=2, model="mlp2")
     args = ["--params", params, "--data", prepared, "--model-out", tmp_path / "model.pt",
-            "--metrics-dir", tmp_path / "metrics", "--checkpoint", tmp_path / "ck.pt"]
+            "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "metrics",
+            "--checkpoint", tmp_path / "ck.pt"]
     result = CliRunner().invoke(train.main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     _, meta = load_model(tmp_path / "model.pt")
     assert meta["model"] == "mlp2" and meta["classes"] == [str(d) for d in range(10)]
-    summary = json.loads((tmp_path / "metrics" / "metrics.json").read_text())["summary"]
+    summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["epochs_run"] == 2 and summary["parameters"] == 109386
     assert summary["val_acc"] > 0.8 and summary["samples_per_second"] > 0
     loss_rows = (tmp_path / "metrics" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
@@ -165,11 +166,12 @@ def test_ddp_with_two_cpu_processes(prepared: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
                "stages.train", "--params", str(params), "--data", str(data), "--model-out", str(tmp_path / "model.pt"),
-               "--metrics-dir", str(tmp_path / "metrics"), "--checkpoint", str(tmp_path / "ck.pt")]
+               "--metrics", str(tmp_path / "train.json"), "--record-dir", str(tmp_path / "metrics"),
+               "--checkpoint", str(tmp_path / "ck.pt")]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 process(es)" in done.stderr
-    summary = json.loads((tmp_path / "metrics" / "metrics.json").read_text())["summary"]
+    summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["epochs_run"] == 2 and summary["val_acc"] > 0.9
     model, _ = load_model(tmp_path / "model.pt")
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
