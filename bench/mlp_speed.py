@@ -24,7 +24,8 @@ from pipeline.distributed import ProcessInfo
 from pipeline.evaluation import predict_logits, to_pixels
 from pipeline.models import Normalized, build_model
 from pipeline.prepared import load_split, load_stats
-from pipeline.training import TrainConfig, fit
+from pipeline.train_config import TrainConfig
+from pipeline.training import fit
 
 TRAINER = TrainConfig(model="mlp2", optimizer="adam", lr=0.003, momentum=0.9, nesterov=False, weight_decay=0.0,
                       scheduler="onecycle", label_smoothing=0.0, augment=False, batch_size=256, epochs=1,

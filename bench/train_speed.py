@@ -1,6 +1,6 @@
 """Benchmark: train a model from params.yaml's settings on a chosen device and report speed and test accuracy.
 
-Runs without DVC or dvclive, so it works on a bare GPU machine after `download` and `preprocess`:
+Runs without DVC, so it works on a bare GPU machine after `download` and `preprocess`:
     python -m bench.train_speed --device cuda
     torchrun --nproc_per_node 1 -m bench.train_speed --device cuda    # the DDP/NCCL path
 """
@@ -19,9 +19,9 @@ import torch
 from pipeline.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.evaluation import predict_logits, to_pixels
 from pipeline.models import Normalized
-from pipeline.params import load_params
 from pipeline.prepared import load_split, load_stats
-from pipeline.training import TRAIN_KEYS, TrainConfig, fit, resolve_device
+from pipeline.train_config import load_train_config
+from pipeline.training import fit, resolve_device
 
 
 def device_name(device: torch.device) -> str:
@@ -39,7 +39,7 @@ def device_name(device: torch.device) -> str:
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write the report as JSON here.")
 def main(device: str, epochs: int | None, batch_size: int | None, data: Path, out: Path | None) -> None:
     info = process_info()
-    cfg = TrainConfig(**load_params(TRAIN_KEYS))
+    cfg = load_train_config()
     cfg = replace(cfg, device=device, epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
     torch_device = resolve_device(cfg.device, info.local_rank)
     init_process_group(info, torch_device)

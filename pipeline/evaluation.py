@@ -1,8 +1,6 @@
-"""Test-set evaluation: logits, accuracy and per-class report, confusion matrix, throughput, worst mistakes."""
+"""Test-set evaluation: logits, accuracy and per-class report, confusion matrix, worst mistakes."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pandas as pd
@@ -22,15 +20,6 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
 def predict_logits(model: nn.Module, pixels: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
     """Logits for every image, in batches."""
     return torch.cat([model(pixels[i:i + batch]) for i in range(0, len(pixels), batch)])
-
-
-@torch.inference_mode()
-def images_per_second(model: nn.Module, pixels: torch.Tensor, batch: int = BATCH) -> float:
-    """Inference throughput over the whole set (after one warm-up batch)."""
-    model(pixels[:batch])
-    started = time.perf_counter()
-    predict_logits(model, pixels, batch)
-    return len(pixels) / (time.perf_counter() - started)
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:

@@ -1,8 +1,14 @@
-"""The params.yaml schema: every key, its type and allowed values, validated before any work starts."""
+"""Reading params.yaml strictly and validating a stage's keys against that stage's schema.
+
+Each stage's keys, with their rules and help, are defined beside that stage's work
+(`sources.DOWNLOAD_PARAMS`, `preparation.PREPROCESS_PARAMS`, `train_config.TRAIN_PARAMS`), so editing one
+stage's keys reruns only that stage. Every stage refuses the whole file when it has an unknown key.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,23 +17,30 @@ import yaml
 
 from pipeline.errors import PipelineError
 
-DATASETS = ("mnist", "fashion-mnist", "custom")
-MODELS = ("cnn", "mlp", "mlp2")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "onecycle", "cosine")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+ALL_KEYS = (
+    "dataset", "data_dir",                                   # download
+    "val_size", "split_seed",                                # preprocess
+    "model", "optimizer", "lr", "momentum", "nesterov",      # train
+    "weight_decay", "scheduler", "label_smoothing", "augment", "batch_size", "epochs", "patience", "seed", "device",
+)
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
 class Param:
-    """One key of params.yaml: how to coerce a raw YAML value and what is allowed."""
+    """One key of params.yaml: what is allowed (for messages), how to coerce a raw YAML value, what it does."""
 
     allowed: str
     coerce: Callable[[Any], Any]
     help: str
 
 
-def _choice(*options: str) -> Callable[[Any], Any]:
+Schema = Mapping[str, Param]
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    """A value that must be one of `options`."""
+
     def coerce(value: Any) -> str:
         if value not in options:
             raise ValueError
@@ -36,7 +49,9 @@ def _choice(*options: str) -> Callable[[Any], Any]:
     return coerce
 
 
-def _int(low: int, high: int | None = None) -> Callable[[Any], int]:
+def integer(low: int, high: int | None = None) -> Callable[[Any], int]:
+    """An int in [low, high] (bools and floats refused)."""
+
     def coerce(value: Any) -> int:
         if type(value) is not int or value < low or (high is not None and value > high):
             raise ValueError
@@ -45,7 +60,9 @@ def _int(low: int, high: int | None = None) -> Callable[[Any], int]:
     return coerce
 
 
-def _float(low: float, high: float | None = None, *, low_open: bool = False) -> Callable[[Any], float]:
+def number(low: float, high: float | None = None, *, low_open: bool = False) -> Callable[[Any], float]:
+    """A float in [low, high) ((low, high) when `low_open`)."""
+
     def coerce(value: Any) -> float:
         # YAML 1.1 reads `1e-3` (no dot) as a string; accept numeric strings, reject bools.
         if isinstance(value, bool):
@@ -60,13 +77,15 @@ def _float(low: float, high: float | None = None, *, low_open: bool = False) -> 
     return coerce
 
 
-def _bool(value: Any) -> bool:
+def boolean(value: Any) -> bool:
+    """true or false, nothing else."""
     if not isinstance(value, bool):
         raise ValueError
     return value
 
 
-def _optional_dir(value: Any) -> str:
+def optional_dir(value: Any) -> str:
+    """A path string; empty (or null) for none."""
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -74,64 +93,62 @@ def _optional_dir(value: Any) -> str:
     return value
 
 
-SCHEMA: dict[str, Param] = {
-    "dataset": Param(f"one of {', '.join(DATASETS)}", _choice(*DATASETS),
-                     "which dataset to fetch; `custom` reads IDX files and an MD5SUMS file from data_dir"),
-    "data_dir": Param("a directory path or an empty string", _optional_dir,
-                      "a local directory to look in for the IDX files (.gz or not) before system locations"),
-    "val_size": Param("an integer from 1 to 30000", _int(1, 30000),
-                      "images carved from the training set (stratified) for validation"),
-    "seed": Param("an integer >= 0", _int(0), "seed for the validation split, initialisation and batch order"),
-    "model": Param(f"one of {', '.join(MODELS)}", _choice(*MODELS),
-                   "cnn (default), mlp (784-128-10) or mlp2 (784-128-64-10), the tutorials' baselines"),
-    "optimizer": Param(f"one of {', '.join(OPTIMIZERS)}", _choice(*OPTIMIZERS), "sgd (with momentum), adam or adamw"),
-    "lr": Param("a number > 0 and < 10", _float(0.0, 10.0, low_open=True), "peak learning rate"),
-    "momentum": Param("a number >= 0 and < 1", _float(0.0, 1.0), "SGD momentum (ignored by adam/adamw)"),
-    "nesterov": Param("true or false", _bool, "Nesterov momentum for SGD (needs momentum > 0)"),
-    "weight_decay": Param("a number >= 0 and < 1", _float(0.0, 1.0), "L2 penalty (decoupled for adamw)"),
-    "scheduler": Param(f"one of {', '.join(SCHEDULERS)}", _choice(*SCHEDULERS),
-                       "learning-rate schedule, stepped every batch"),
-    "label_smoothing": Param("a number >= 0 and < 1", _float(0.0, 1.0), "cross-entropy label smoothing"),
-    "augment": Param("true or false", _bool, "random shifts (2 px) and rotations (10 deg) on whole batches"),
-    "batch_size": Param("an integer from 1 to 65536", _int(1, 65536), "global batch size (split across processes)"),
-    "epochs": Param("an integer from 1 to 1000", _int(1, 1000), "maximum number of epochs"),
-    "patience": Param("an integer >= 0", _int(0),
-                      "stop after this many epochs without a better validation loss; 0 never stops early"),
-    "device": Param(f"one of {', '.join(DEVICES)}", _choice(*DEVICES),
-                    "where to train; auto picks cuda, then mps, then cpu"),
-}
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise PipelineError(f"key '{key}' is given twice (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
-def validate(raw: dict[str, Any], keys: Iterable[str], source: str = "params.yaml") -> dict[str, Any]:
-    """Check `keys` of `raw` against SCHEMA; raise PipelineError naming the first bad key."""
+def read_params_file(path: Path | str = "params.yaml") -> dict[str, Any]:
+    """The whole file as a mapping: UTF-8, valid YAML, no duplicate and no unknown keys."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found (run from the repository root)") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: must be a mapping of key: value")
+    for key in raw:
+        if key not in ALL_KEYS:
+            close = difflib.get_close_matches(str(key), ALL_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(ALL_KEYS)})"
+            raise PipelineError(f"{path}: unknown key '{key}'{hint}")
+    return raw
+
+
+def validate(raw: Mapping[str, Any], schema: Schema, source: str = "params.yaml") -> dict[str, Any]:
+    """Coerce the keys of `schema` from `raw`; raise PipelineError naming the first bad or missing key."""
     params = {}
-    for key in keys:
-        spec = SCHEMA[key]
+    for key, spec in schema.items():
         if key not in raw:
             raise PipelineError(f"{source}: missing key '{key}' ({spec.allowed})")
         try:
             params[key] = spec.coerce(raw[key])
         except (TypeError, ValueError):
             raise PipelineError(f"{source}: '{key}' must be {spec.allowed}, got {raw[key]!r}") from None
-    if params.get("optimizer") == "sgd" and params.get("nesterov") and params.get("momentum") == 0:
-        raise PipelineError(f"{source}: 'nesterov' needs 'momentum' > 0")
     return params
 
 
-def load_params(keys: Iterable[str], path: Path | str = "params.yaml") -> dict[str, Any]:
-    """Read params.yaml and return the validated values of `keys`."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found (run from the repository root)") from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{path}: must be a mapping of key: value")
-    return validate(raw, keys, str(path))
+def load_params(schema: Schema, path: Path | str = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml strictly and return the validated values of `schema`'s keys."""
+    return validate(read_params_file(path), schema, str(path))
 
 
-def describe(keys: Iterable[str]) -> str:
-    """Help text listing `keys` with their meaning and allowed values (for click's --help)."""
-    return "\n".join(f"  {k}: {SCHEMA[k].help} [{SCHEMA[k].allowed}]" for k in keys)
+def describe(schema: Schema) -> str:
+    """Help text listing a schema's keys with their meaning and allowed values (for click's --help)."""
+    return "\n".join(f"  {key}: {spec.help} [{spec.allowed}]" for key, spec in schema.items())

@@ -78,23 +78,3 @@ def load_stats(folder: Path | str) -> dict[str, Any]:
         if key not in stats:
             raise PipelineError(f"{path}: missing '{key}'")
     return stats
-
-
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted (train, val) indices; each class gets its share of `val_size` (largest remainder)."""
-    if not 0 < val_size < len(labels):
-        raise PipelineError(f"params.yaml: 'val_size' must be between 1 and {len(labels) - 1}, got {val_size}")
-    generator = torch.Generator().manual_seed(seed)
-    classes, counts = torch.unique(labels, return_counts=True)
-    quotas = counts.double() * val_size / len(labels)
-    take = quotas.floor().long()
-    remainder_order = torch.argsort(quotas - take, descending=True, stable=True)
-    take[remainder_order[: val_size - int(take.sum())]] += 1
-    val_parts = []
-    for cls, n in zip(classes.tolist(), take.tolist(), strict=True):
-        members = torch.nonzero(labels == cls).flatten()
-        val_parts.append(members[torch.randperm(len(members), generator=generator)[:n]])
-    val = torch.cat(val_parts).sort().values
-    is_val = torch.zeros(len(labels), dtype=torch.bool)
-    is_val[val] = True
-    return torch.nonzero(~is_val).flatten(), val

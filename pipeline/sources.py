@@ -13,12 +13,14 @@ from urllib.parse import urlparse
 
 from pipeline.errors import PipelineError
 from pipeline.idx import read_bytes
+from pipeline.params import Param, choice, optional_dir
+from pipeline.raw import FILES
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 PROBE_TIMEOUT_S = 3.0
+DIGITS = tuple(str(d) for d in range(10))
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class DatasetSpec:
     name: str
     md5: dict[str, str]
     classes: tuple[str, ...]
+    credit: str
     torchvision_class: str | None = None
     system_dirs: tuple[Path, ...] = ()
     bundled_dir: Path | None = None
@@ -42,7 +45,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
             "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
         },
-        classes=tuple(str(d) for d in range(10)),
+        classes=DIGITS,
+        credit="MNIST: Yann LeCun, Corinna Cortes, Christopher J.C. Burges, CC BY-SA 3.0.",
         torchvision_class="MNIST",
         bundled_dir=REPO_ROOT / "data" / "bundled" / "mnist",
     ),
@@ -56,9 +60,19 @@ DATASETS: dict[str, DatasetSpec] = {
         },
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        credit="Fashion-MNIST: Han Xiao, Kashif Rasul, Roland Vollgraf (Zalando Research), MIT licence.",
         torchvision_class="FashionMNIST",
         system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
     ),
+}
+DATASET_NAMES = (*DATASETS, "custom")
+CUSTOM_CREDIT = "Custom dataset: see its own licence."
+
+DOWNLOAD_PARAMS = {
+    "dataset": Param(f"one of {', '.join(DATASET_NAMES)}", choice(*DATASET_NAMES),
+                     "which dataset to fetch; `custom` reads IDX files and an MD5SUMS file from data_dir"),
+    "data_dir": Param("a directory path or an empty string", optional_dir,
+                      "a local directory to look in for the IDX files (.gz or not) before system locations"),
 }
 
 
@@ -89,7 +103,13 @@ def dataset_spec(dataset: str, data_dir: str) -> DatasetSpec:
         return DATASETS[dataset]
     if not data_dir:
         raise PipelineError("params.yaml: dataset 'custom' needs 'data_dir' (a folder with IDX files and MD5SUMS)")
-    return DatasetSpec("custom", read_md5sums(Path(data_dir) / "MD5SUMS"), tuple(str(d) for d in range(10)))
+    return DatasetSpec("custom", read_md5sums(Path(data_dir) / "MD5SUMS"), DIGITS, CUSTOM_CREDIT)
+
+
+def manifest(spec: DatasetSpec) -> dict[str, object]:
+    """What preprocess and the model card need to know of the dataset, beside the files (never the source)."""
+    return {"dataset": spec.name, "classes": list(spec.classes), "credit": spec.credit,
+            "md5": {name: spec.md5[name] for name in FILES}}
 
 
 def verified(spec: DatasetSpec, name: str, data: bytes, origin: str) -> bytes:

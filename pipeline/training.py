@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,33 +24,11 @@ from pipeline.distributed import ProcessInfo, all_sum, sync_buffers
 from pipeline.errors import PipelineError
 from pipeline.models import build_model, uses_channels_last
 from pipeline.prepared import Split
+from pipeline.train_config import TrainConfig
 
 log = logging.getLogger("train")
 EVAL_BATCH = 2000
 MAX_SHIFT_PX = 2
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The train stage's params (see pipeline.params.SCHEMA for meaning and allowed values)."""
-
-    model: str
-    optimizer: str
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    scheduler: str
-    label_smoothing: float
-    augment: bool
-    batch_size: int
-    epochs: int
-    patience: int
-    seed: int
-    device: str
-
-
-TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 
 @dataclass

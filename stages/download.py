@@ -10,9 +10,9 @@ import click
 from pipeline.atomic import atomic_dir
 from pipeline.cli import reports_errors, setup_logging
 from pipeline.params import describe, load_params
-from pipeline.sources import dataset_spec, fetch_dataset
+from pipeline.raw import write_raw
+from pipeline.sources import DOWNLOAD_PARAMS, dataset_spec, fetch_dataset, manifest
 
-KEYS = ("dataset", "data_dir")
 log = logging.getLogger("download")
 
 
@@ -20,11 +20,12 @@ log = logging.getLogger("download")
 
 Sources, in order: the official mirrors (torchvision's), `data_dir`, system folders
 (Debian's /usr/share/datasets/fashion-mnist), the MNIST copy bundled in data/bundled/.
-Whatever the source, the files written are byte-identical.
+Whatever the source, the files written are byte-identical. Beside them, dataset.json
+names the dataset, its classes, credit and checksums for the stages after this one.
 
 \b
 Params read from params.yaml:
-{describe(KEYS)}""")
+{describe(DOWNLOAD_PARAMS)}""")
 @click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="data/raw", show_default=True, type=click.Path(path_type=Path))
 @click.option("--offline", is_flag=True, envvar="MNIST_OFFLINE",
@@ -32,12 +33,11 @@ Params read from params.yaml:
 @reports_errors
 def main(params_file: Path, out: Path, offline: bool) -> None:
     setup_logging("download")
-    params = load_params(KEYS, params_file)
+    params = load_params(DOWNLOAD_PARAMS, params_file)
     spec = dataset_spec(params["dataset"], params["data_dir"])
     files, source = fetch_dataset(spec, params["data_dir"], offline=offline)
     with atomic_dir(out) as tmp:
-        for name, data in files.items():
-            (tmp / name).write_bytes(data)
+        write_raw(tmp, files, manifest(spec))
     log.info("%s: 4 files verified from %s -> %s", spec.name, source, out)
 
 

@@ -7,51 +7,10 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
-from pipeline.digit_image import prepare_image
 from pipeline.errors import PipelineError
-
-INPUT_NAME = "pixels"
-
-
-def load_session(model: Path):
-    """An onnxruntime session and the class names stored in the model's metadata."""
-    import onnxruntime as ort
-
-    if not model.is_file():
-        raise PipelineError(f"{model}: not found (run `dvc repro` to export the model)")
-    try:
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own error types for corrupt files
-        raise PipelineError(f"{model}: not a valid ONNX model ({str(exc).splitlines()[0][:160]})") from None
-    meta = session.get_modelmeta().custom_metadata_map
-    classes = json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(10)]
-    return session, classes
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def predict_files(session, classes: list[str], files: list[Path]) -> list[dict]:
-    """One result per file: label and probability, or the error that stopped it."""
-    results, ready, batch = [], [], []
-    for path in files:
-        try:
-            batch.append(prepare_image(path))
-            ready.append(len(results))
-            results.append({"file": str(path)})
-        except PipelineError as exc:
-            results.append({"file": str(path), "error": str(exc)})
-    if batch:
-        probs = softmax(session.run(None, {INPUT_NAME: np.stack(batch).astype(np.float32)})[0])
-        for index, row in zip(ready, probs, strict=True):
-            best = int(row.argmax())
-            results[index].update(label=classes[best], probability=round(float(row[best]), 6))
-    return results
+from pipeline.onnx_session import class_names, open_session
+from pipeline.prediction import predict_files
 
 
 @click.command(help="""Print the predicted label and its probability for each image FILE.
@@ -65,10 +24,10 @@ the exit status is 1 if any file failed.""")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
 def main(files: tuple[Path, ...], model: Path, as_json: bool) -> None:
     try:
-        session, classes = load_session(model)
+        session = open_session(model)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
-    results = predict_files(session, classes, list(files))
+    results = predict_files(session, class_names(session), list(files))
     if as_json:
         click.echo(json.dumps(results, indent=2))
     for result in results:

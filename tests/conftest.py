@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import torch
 
 from pipeline.idx import read_idx_images, read_idx_labels
 from pipeline.model_file import save_model
+from pipeline.preparation import prepare
 from pipeline.prepared import save_split
 from pipeline.sources import DATASETS
-from stages.preprocess import prepare
-from tests.helpers import quick_config, write_tiny_dataset
+from tests.helpers import make_raw, quick_config, write_tiny_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLED = DATASETS["mnist"].bundled_dir
@@ -38,15 +39,20 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, mnist_arrays: dict[st
 
 
 @pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
+    """The tiny dataset as download lays out data/raw (IDX files and dataset.json)."""
+    return make_raw(tmp_path_factory.mktemp("tiny-raw"), tiny_dataset)
+
+
+@pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_arrays: dict[str, torch.Tensor]) -> Path:
     """Prepared splits from 8,000 real training digits (500 for validation) and 2,000 test digits."""
-    raw = write_tiny_dataset(tmp_path_factory.mktemp("raw"), mnist_arrays, 8000, 2000)
+    dataset = write_tiny_dataset(tmp_path_factory.mktemp("dataset"), mnist_arrays, 8000, 2000)
+    raw = make_raw(tmp_path_factory.mktemp("raw"), dataset)
     out = tmp_path_factory.mktemp("prepared")
-    splits, stats = prepare(raw, 500, 0, "custom", DATASETS["mnist"].classes)
+    splits, stats = prepare(raw, 500, 0)
     for name, split in splits.items():
         save_split(out / f"{name}.pt", split)
-    import json
-
     (out / "stats.json").write_text(json.dumps(stats))
     return out
 

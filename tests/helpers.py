@@ -9,7 +9,9 @@ import torch
 
 from pipeline.idx import write_idx
 from pipeline.prepared import Split
-from pipeline.training import TrainConfig
+from pipeline.raw import FILES, write_raw
+from pipeline.sources import CUSTOM_CREDIT, DIGITS
+from pipeline.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,6 +30,15 @@ def write_tiny_dataset(folder: Path, arrays: dict[str, torch.Tensor], n_train: i
         write_idx(folder / name, array)
         sums.append(f"{hashlib.md5((folder / name).read_bytes()).hexdigest()}  {name}")
     (folder / "MD5SUMS").write_text("\n".join(sums) + "\n")
+    return folder
+
+
+def make_raw(folder: Path, dataset: Path) -> Path:
+    """`folder` laid out as download writes data/raw, from the IDX files of a `custom` dataset folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: (dataset / name).read_bytes() for name in FILES}
+    write_raw(folder, files, {"dataset": "custom", "classes": list(DIGITS), "credit": CUSTOM_CREDIT,
+                              "md5": {name: hashlib.md5(data).hexdigest() for name, data in files.items()}})
     return folder
 
 

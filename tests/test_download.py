@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.errors import PipelineError
-from pipeline.sources import DATASETS, FILES, dataset_spec, fetch_dataset, reachable
+from pipeline.raw import FILES, MANIFEST, read_manifest
+from pipeline.sources import DATASETS, dataset_spec, fetch_dataset, reachable
 from stages import download
 
 MNIST = DATASETS["mnist"]
@@ -29,9 +30,12 @@ def run_download(tmp_path: Path, params: str, *extra: str) -> tuple[int, str, Pa
 def test_bundled_mnist_is_verified_and_decompressed(tmp_path: Path) -> None:
     code, output, out = run_download(tmp_path, "dataset: mnist\ndata_dir: ''\n")
     assert code == 0, output
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, MANIFEST])
     for name in FILES:
         assert hashlib.md5((out / name).read_bytes()).hexdigest() == MNIST.md5[name]
+    manifest = read_manifest(out)
+    assert manifest["dataset"] == "mnist" and manifest["classes"] == list(MNIST.classes)
+    assert manifest["md5"] == MNIST.md5 and "LeCun" in manifest["credit"]
 
 
 def test_local_dir_is_tried_before_bundled_copy(tmp_path: Path) -> None:

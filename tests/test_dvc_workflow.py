@@ -38,16 +38,66 @@ def test_repro_is_a_noop_when_nothing_changed(repo: Path) -> None:
     assert git(repo, "status", "--porcelain") == ""
 
 
+def test_forced_runs_here_and_in_a_clone_elsewhere_reproduce_the_committed_record(repo: Path,
+                                                                                  tmp_path: Path) -> None:
+    dvc(repo, "repro", "--force")
+    assert git(repo, "status", "--porcelain") == ""
+    clone = tmp_path / "elsewhere" / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    dvc(clone, "repro")
+    assert git(clone, "status", "--porcelain") == "", "the record depends on where the project sits"
+
+
+def changed_stages(repo: Path) -> set[str]:
+    return set(json.loads(dvc(repo, "status", "--json").stdout))
+
+
+@pytest.mark.parametrize(("edited", "stages"), [
+    ("stages/download.py", {"download"}),
+    ("stages/preprocess.py", {"preprocess"}),
+    ("stages/train.py", {"train"}),
+    ("stages/evaluate.py", {"evaluate"}),
+    ("stages/export.py", {"export"}),
+    ("pipeline/evaluation_figures.py", {"evaluate"}),
+    ("pipeline/training_record.py", {"train"}),
+    ("pipeline/models.py", {"train", "evaluate", "export"}),
+    ("pipeline/params.py", {"download", "preprocess", "train"}),
+])
+def test_editing_code_marks_exactly_the_stages_that_import_it(repo: Path, edited: str, stages: set[str]) -> None:
+    path = repo / edited
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"# an edit\n")
+        assert changed_stages(repo) == stages
+    finally:
+        path.write_bytes(original)
+    assert changed_stages(repo) == set()
+
+
+def test_going_back_to_a_params_set_restores_it_from_the_run_cache(repo: Path) -> None:
+    old_lr = yaml.safe_load((repo / "params.yaml").read_text())["lr"]
+    try:
+        set_params(repo, lr=0.0123)
+        assert "Running stage 'train'" in dvc(repo, "repro").stdout
+        set_params(repo, lr=old_lr)
+        back = dvc(repo, "repro").stdout
+        for stage in ("train", "evaluate", "export"):
+            assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back, back
+        assert git(repo, "status", "--porcelain") == ""
+    finally:
+        git(repo, "checkout", "-q", "--", ".")
+        dvc(repo, "checkout", "-q")
+
+
 def test_metrics_are_committed_and_shown(repo: Path) -> None:
     tracked = git(repo, "ls-files", "metrics").split()
     assert {"metrics/eval.json", "metrics/export.json", "metrics/train.json",
-            "metrics/eval/confusion.csv", "metrics/train/plots/metrics/val/acc.tsv"} <= set(tracked)
+            "metrics/eval/confusion.csv", "metrics/train/val_acc.tsv", "metrics/train/curves.png"} <= set(tracked)
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     metrics = shown[""]["data"]
     assert metrics["metrics/eval.json"]["data"]["accuracy"] > 0.5
     assert metrics["metrics/export.json"]["data"]["agree"] is True
     assert metrics["metrics/train.json"]["data"]["epochs_run"] == 1
-    assert "metrics/train/metrics.json" not in metrics  # dvclive's last-epoch values are plot data, not columns
 
 
 def test_plots_render_offline(repo: Path, tmp_path: Path) -> None:

@@ -46,8 +46,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prep
 
 def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_model: Path, prepared: Path) -> None:
     metrics = json.loads((evaluated / "eval.json").read_text())
-    assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "errors",
-                            "images_per_second"}
+    assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "errors"}
     test = load_split(prepared / "test.pt")
     model, _ = load_model(trained_model)
     expected = (predict_logits(model, to_pixels(test.images)).argmax(1) != test.labels).sum().item()

@@ -87,13 +87,13 @@ OUTPUTS: dict[str, tuple[list[str], Callable[[Path], None]]] = {
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory, prepared: Path, trained_model: Path,
-              tiny_dataset: Path) -> Path:
+              tiny_raw: Path) -> Path:
     """Inputs every stage can start from."""
     work = tmp_path_factory.mktemp("faults")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(epochs=4, batch_size=128, device="cpu", val_size=100)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copytree(tiny_dataset, work / "raw-ready")
+    shutil.copytree(tiny_raw, work / "raw-ready")
     (work / "eval-ready.json").write_text(json.dumps(
         {"accuracy": 0.9, "errors": 1, "f1_macro": 0.9, "loss": 0.1}))
     return work
@@ -150,10 +150,10 @@ def fail_with_enospc(*args: object, **kwargs: object) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[-1]) if args else None)
 
 
-def test_disk_full_during_preprocess_keeps_previous_outputs(workspace: Path, tiny_dataset: Path,
+def test_disk_full_during_preprocess_keeps_previous_outputs(workspace: Path, tiny_raw: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     out = workspace / "prepared-previous"
-    args = ["--params", str(workspace / "params.yaml"), "--raw", str(tiny_dataset), "--out", str(out)]
+    args = ["--params", str(workspace / "params.yaml"), "--raw", str(tiny_raw), "--out", str(out)]
     assert CliRunner().invoke(preprocess.main, args).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr("pathlib.Path.write_bytes", fail_with_enospc)
@@ -223,32 +223,25 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) 
     return make_repo(root / "repo", tiny_dataset, root / "remote")
 
 
-def lock_hashes(repo: Path) -> dict[str, str]:
+def lock_outputs(repo: Path) -> dict[str, str]:
+    """Every output's hash in dvc.lock, data, models, model card and committed record alike."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])
-            if out["path"].startswith(("data/", "models/model.", "metrics/eval/confusion.csv"))}
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
-def comparable_metrics(repo: Path) -> dict[str, object]:
-    timing = {"images_per_second", "onnxruntime_images_per_second", "train_seconds", "samples_per_second",
-              "epoch_seconds"}
+def shown_metrics(repo: Path) -> dict[str, object]:
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)[""]["data"]
-
-    def strip(value: object) -> object:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in timing}
-        return value
-
-    return {path: strip(entry["data"]) for path, entry in shown.items()}
+    return {path: entry["data"] for path, entry in shown.items()}
 
 
 def test_two_full_forced_runs_give_identical_hashes_and_metrics(pipeline_repo: Path) -> None:
     dvc(pipeline_repo, "repro", "--force")
-    first = lock_hashes(pipeline_repo), comparable_metrics(pipeline_repo)
+    first = lock_outputs(pipeline_repo), shown_metrics(pipeline_repo)
     dvc(pipeline_repo, "repro", "--force")
-    second = lock_hashes(pipeline_repo), comparable_metrics(pipeline_repo)
+    second = lock_outputs(pipeline_repo), shown_metrics(pipeline_repo)
     assert first == second
-    assert {"data/raw", "data/prepared", "models/model.pt", "models/model.onnx", "models/model.pt2"} <= set(first[0])
+    assert {"data/raw", "data/prepared", "models/model.pt", "models/model.onnx", "models/model.pt2",
+            "models/model_card.md", "metrics/train.json", "metrics/eval/confusion.csv"} <= set(first[0])
 
 
 def test_concurrent_repro_fails_cleanly_on_the_lock(pipeline_repo: Path) -> None:

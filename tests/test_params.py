@@ -1,4 +1,4 @@
-"""params.yaml validation: every key rejected when missing, of the wrong type or out of range."""
+"""params.yaml: every key rejected when missing, of the wrong type or out of range; the file read strictly."""
 
 from __future__ import annotations
 
@@ -8,26 +8,34 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.params import SCHEMA, load_params, validate
+from pipeline.params import ALL_KEYS, load_params, read_params_file, validate
+from pipeline.preparation import PREPROCESS_PARAMS
+from pipeline.sources import DOWNLOAD_PARAMS
+from pipeline.train_config import TRAIN_PARAMS, TrainConfig, load_train_config
 from tests.helpers import REPO
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
+SCHEMAS = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS, "train": TRAIN_PARAMS}
+SCHEMA = {key: spec for schema in SCHEMAS.values() for key, spec in schema.items()}
 
 WRONG_TYPE = {
-    "dataset": 3, "data_dir": 5, "val_size": "many", "seed": 1.5, "model": ["cnn"], "optimizer": None,
-    "lr": "fast", "momentum": "high", "nesterov": "yes", "weight_decay": [0.1], "scheduler": 1,
+    "dataset": 3, "data_dir": 5, "val_size": "many", "split_seed": 2.5, "seed": 1.5, "model": ["cnn"],
+    "optimizer": None, "lr": "fast", "momentum": "high", "nesterov": "yes", "weight_decay": [0.1], "scheduler": 1,
     "label_smoothing": True, "augment": 1, "batch_size": 32.0, "epochs": "3", "patience": False, "device": 0,
 }
 OUT_OF_RANGE = {
-    "dataset": "cifar10", "val_size": 0, "seed": -1, "model": "resnet50", "optimizer": "lbfgs", "lr": 0,
-    "momentum": 1.0, "weight_decay": -0.1, "scheduler": "step", "label_smoothing": 1.0, "batch_size": 0,
+    "dataset": "cifar10", "val_size": 0, "split_seed": -1, "seed": 2**32, "model": "resnet50", "optimizer": "lbfgs",
+    "lr": 0, "momentum": 1.0, "weight_decay": -0.1, "scheduler": "step", "label_smoothing": 1.0, "batch_size": 0,
     "epochs": 0, "patience": -2, "device": "tpu",
 }
 
 
-def test_defaults_are_valid_and_cover_the_schema() -> None:
-    assert set(DEFAULTS) == set(SCHEMA)
-    assert validate(DEFAULTS, SCHEMA)["model"] == "cnn"
+def test_each_key_is_read_by_exactly_one_stage_and_the_defaults_are_valid() -> None:
+    keys = [key for schema in SCHEMAS.values() for key in schema]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == set(ALL_KEYS) == set(DEFAULTS) == set(WRONG_TYPE)
+    assert list(TRAIN_PARAMS) == list(TrainConfig.__dataclass_fields__)
+    assert load_train_config(REPO / "params.yaml").model == "cnn"
 
 
 @pytest.mark.parametrize("key", sorted(SCHEMA))
@@ -50,29 +58,43 @@ def test_out_of_range_named(key: str, value: object) -> None:
 
 
 def test_yaml_exponent_strings_accepted_for_numbers() -> None:
-    assert validate({**DEFAULTS, "lr": "1e-3"}, ["lr"])["lr"] == pytest.approx(0.001)
+    assert validate({**DEFAULTS, "lr": "1e-3"}, {"lr": SCHEMA["lr"]})["lr"] == pytest.approx(0.001)
 
 
-def test_nesterov_needs_momentum() -> None:
+def write(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_nesterov_needs_momentum(tmp_path: Path) -> None:
+    path = write(tmp_path, yaml.safe_dump({**DEFAULTS, "optimizer": "sgd", "nesterov": True, "momentum": 0.0}))
     with pytest.raises(PipelineError, match="'nesterov' needs 'momentum' > 0"):
-        validate({**DEFAULTS, "optimizer": "sgd", "nesterov": True, "momentum": 0.0}, SCHEMA)
+        load_train_config(path)
 
 
-def test_only_requested_keys_are_checked() -> None:
-    assert load_params(["dataset"], REPO / "params.yaml") == {"dataset": DEFAULTS["dataset"]}
+def test_a_stage_reads_only_its_own_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "dataset: mnist\ndata_dir: ''\nlr: not checked by download\n")
+    assert load_params(DOWNLOAD_PARAMS, path) == {"dataset": "mnist", "data_dir": ""}
 
 
 @pytest.mark.parametrize(("text", "message"), [
+    ("lrr: 0.01\n", "unknown key 'lrr' (did you mean 'lr'?)"),
+    ("split_sed: 1\n", "unknown key 'split_sed' (did you mean 'split_seed'?)"),
+    ("colour: blue\n", "unknown key 'colour' (known keys: dataset, data_dir,"),
+    ("lr: 0.1\nepochs: 3\nlr: 0.2\n", "key 'lr' is given twice (line 3)"),
+    (b"lr: 0.1\n# caf\xe9\n", "not UTF-8 text (byte 13 cannot be decoded)"),
     ("[1, 2]", "must be a mapping"),
     ("lr: [unclosed", "not valid YAML"),
 ])
-def test_unreadable_params_file(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "params.yaml"
-    path.write_text(text)
-    with pytest.raises(PipelineError, match=message):
-        load_params(["lr"], path)
+def test_the_file_is_refused_whole_with_one_line(tmp_path: Path, text: str | bytes, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(PipelineError) as error:
+        read_params_file(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="params.yaml: not found"):
-        load_params(["lr"], tmp_path / "params.yaml")
+        load_params(TRAIN_PARAMS, tmp_path / "params.yaml")

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from pipeline.errors import PipelineError
 from pipeline.idx import write_idx
-from pipeline.prepared import load_split, stratified_split
+from pipeline.preparation import stratified_split
+from pipeline.prepared import load_split
 from stages import preprocess
 
 
@@ -42,29 +43,30 @@ def test_val_size_must_leave_training_data() -> None:
 
 
 def run_preprocess(tmp_path: Path, raw: Path, val_size: int = 100) -> tuple[int, str, Path]:
-    (tmp_path / "params.yaml").write_text(f"dataset: mnist\ndata_dir: ''\nval_size: {val_size}\nseed: 0\n")
+    (tmp_path / "params.yaml").write_text(f"val_size: {val_size}\nsplit_seed: 0\n")
     out = tmp_path / "prepared"
     result = CliRunner().invoke(preprocess.main, ["--params", str(tmp_path / "params.yaml"), "--raw", str(raw),
                                                   "--out", str(out)])
     return result.exit_code, result.output, out
 
 
-def test_stage_writes_splits_and_stats(tmp_path: Path, tiny_dataset: Path) -> None:
-    code, output, out = run_preprocess(tmp_path, tiny_dataset)
+def test_stage_writes_splits_and_stats(tmp_path: Path, tiny_raw: Path) -> None:
+    code, output, out = run_preprocess(tmp_path, tiny_raw)
     assert code == 0, output
     stats = json.loads((out / "stats.json").read_text())
     assert stats["sizes"] == {"train": 900, "val": 100, "test": 300}
     assert sum(stats["class_counts"]["val"]) == 100
     assert 0.1 < stats["mean"] < 0.15 and 0.28 < stats["std"] < 0.33
+    assert stats["dataset"] == "custom" and stats["classes"] == [str(d) for d in range(10)]
     train = load_split(out / "train.pt")
     assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
     assert tuple(train.images.shape) == (900, 28, 28)
 
 
-def test_count_mismatch_rejected_and_nothing_written(tmp_path: Path, tiny_dataset: Path) -> None:
+def test_count_mismatch_rejected_and_nothing_written(tmp_path: Path, tiny_raw: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
-    for source in tiny_dataset.iterdir():
+    for source in tiny_raw.iterdir():
         (raw / source.name).write_bytes(source.read_bytes())
     write_idx(raw / "t10k-labels-idx1-ubyte", torch.zeros(299, dtype=torch.uint8))
     code, output, out = run_preprocess(tmp_path, raw)
@@ -73,10 +75,10 @@ def test_count_mismatch_rejected_and_nothing_written(tmp_path: Path, tiny_datase
     assert not out.exists()
 
 
-def test_wrong_image_size_rejected(tmp_path: Path, tiny_dataset: Path) -> None:
+def test_wrong_image_size_rejected(tmp_path: Path, tiny_raw: Path) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
-    for source in tiny_dataset.iterdir():
+    for source in tiny_raw.iterdir():
         (raw / source.name).write_bytes(source.read_bytes())
     write_idx(raw / "t10k-images-idx3-ubyte", torch.zeros(300, 32, 32, dtype=torch.uint8))
     code, output, _ = run_preprocess(tmp_path, raw)

@@ -1,40 +1,13 @@
-"""PNG figures a person looks at: learning curves, confusion heatmap, worst misclassified digits."""
+"""The evaluate stage's figures: confusion heatmap and the most confident mistakes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pipeline.atomic import atomic_path
-
-
-def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Train/val loss and accuracy per epoch, and the learning rate."""
-    epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for split in ("train", "val"):
-        axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], marker="o", label=split)
-        axes[1].plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker="o", label=split)
-    axes[2].plot(epochs, [r["lr"] for r in history], marker="o", color="gray")
-    titles = ("loss (with label smoothing)", "accuracy %", "learning rate at epoch end")
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
-    _save(fig, path)
+from pipeline.figure_file import save_figure
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
@@ -51,7 +24,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(f"confusion matrix ({int(matrix.sum() - np.trace(matrix))} errors of {int(matrix.sum())})")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_misclassified(images: np.ndarray, actual: list[str], predicted: list[str],
@@ -65,4 +38,4 @@ def plot_misclassified(images: np.ndarray, actual: list[str], predicted: list[st
         ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"{true}→{pred} ({p:.2f})", fontsize=8, color="firebrick")
     fig.suptitle("most confident mistakes: true→predicted (probability)", fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)

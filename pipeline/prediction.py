@@ -1,0 +1,36 @@
+"""Labelling image files with the exported ONNX model: prepare each image, run the batch, softmax."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.digit_image import prepare_image
+from pipeline.errors import PipelineError
+from pipeline.onnx_session import run_logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def predict_files(session: Any, classes: list[str], files: list[Path]) -> list[dict[str, Any]]:
+    """One result per file: label and probability, or the error that stopped it."""
+    results, ready, batch = [], [], []
+    for path in files:
+        try:
+            batch.append(prepare_image(path))
+            ready.append(len(results))
+            results.append({"file": str(path)})
+        except PipelineError as exc:
+            results.append({"file": str(path), "error": str(exc)})
+    if batch:
+        probs = softmax(run_logits(session, np.stack(batch).astype(np.float32)))
+        for index, row in zip(ready, probs, strict=True):
+            best = int(row.argmax())
+            results[index].update(label=classes[best], probability=round(float(row[best]), 6))
+    return results

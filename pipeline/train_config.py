@@ -1,0 +1,69 @@
+"""The train stage's params: their schema (rules and help) and the frozen config the trainer takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.models import MODELS
+from pipeline.params import MAX_SEED, Param, boolean, choice, integer, load_params, number
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "onecycle", "cosine")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _one_of(options: tuple[str, ...]) -> str:
+    return f"one of {', '.join(options)}"
+
+
+TRAIN_PARAMS = {
+    "model": Param(_one_of(tuple(MODELS)), choice(*MODELS),
+                   "cnn (default), mlp (784-128-10) or mlp2 (784-128-64-10), the tutorials' baselines"),
+    "optimizer": Param(_one_of(OPTIMIZERS), choice(*OPTIMIZERS), "sgd (with momentum), adam or adamw"),
+    "lr": Param("a number > 0 and < 10", number(0.0, 10.0, low_open=True), "peak learning rate"),
+    "momentum": Param("a number >= 0 and < 1", number(0.0, 1.0), "SGD momentum (ignored by adam/adamw)"),
+    "nesterov": Param("true or false", boolean, "Nesterov momentum for SGD (needs momentum > 0)"),
+    "weight_decay": Param("a number >= 0 and < 1", number(0.0, 1.0), "L2 penalty (decoupled for adamw)"),
+    "scheduler": Param(_one_of(SCHEDULERS), choice(*SCHEDULERS), "learning-rate schedule, stepped every batch"),
+    "label_smoothing": Param("a number >= 0 and < 1", number(0.0, 1.0), "cross-entropy label smoothing"),
+    "augment": Param("true or false", boolean,
+                     "shift each training image by its own random whole-pixel offset (up to 2 px each way)"),
+    "batch_size": Param("an integer from 1 to 65536", integer(1, 65536), "global batch size (split across processes)"),
+    "epochs": Param("an integer from 1 to 1000", integer(1, 1000), "maximum number of epochs"),
+    "patience": Param("an integer from 0 to 1000", integer(0, 1000),
+                      "stop after this many epochs without a better validation loss; 0 never stops early"),
+    "seed": Param(f"an integer from 0 to {MAX_SEED}", integer(0, MAX_SEED),
+                  "seed of initialisation, batch order and augmentation (the validation split has split_seed)"),
+    "device": Param(_one_of(DEVICES), choice(*DEVICES), "where to train; auto picks cuda, then mps, then cpu"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The train stage's params, validated (see TRAIN_PARAMS for meaning and allowed values)."""
+
+    model: str
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    scheduler: str
+    label_smoothing: float
+    augment: bool
+    batch_size: int
+    epochs: int
+    patience: int
+    seed: int
+    device: str
+
+
+
+def load_train_config(path: Path | str = "params.yaml") -> TrainConfig:
+    """The train stage's params from params.yaml, each key and their combination checked."""
+    params = load_params(TRAIN_PARAMS, path)
+    if params["optimizer"] == "sgd" and params["nesterov"] and params["momentum"] == 0:
+        raise PipelineError(f"{path}: 'nesterov' needs 'momentum' > 0")
+    return TrainConfig(**params)
