@@ -102,7 +102,7 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
     def run(n: int) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
             result = fit(replace(TRAINER, epochs=n), train, val, stats["mean"], stats["std"], ProcessInfo(),
-                         Path(tmp) / "ck.pt", "bench")
+                         Path(tmp) / "ck.pt", {"run": "bench"})
         model = Normalized(result.model, stats["mean"], stats["std"]).eval()
         accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
         click.echo(f"trainer   {n} epoch(s): {result.train_seconds:.2f}s, test accuracy {accuracy:.4f}")

@@ -47,7 +47,7 @@ def main(device: str, epochs: int | None, batch_size: int | None, data: Path, ou
     train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(cfg, train, val, stats["mean"], stats["std"], info, Path(tmp) / "ck.pt", "bench",
+            result = fit(cfg, train, val, stats["mean"], stats["std"], info, Path(tmp) / "ck.pt", {"run": "bench"},
                          lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
                          if info.is_main else None)
     finally:

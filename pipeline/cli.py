@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,12 +21,17 @@ def setup_logging(stage: str) -> None:
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn PipelineError and OS errors (disk full, permissions) into a one-line click error."""
+    """Turn PipelineError and OS errors (disk full, permissions) into a one-line click error, Ctrl-C into exit 130."""
+    stage = command.__module__.rsplit(".", 1)[-1]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo(f"[{stage}] interrupted; outputs are written whole or not at all, so nothing is half-written",
+                       err=True)
+            sys.exit(130)
         except PipelineError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

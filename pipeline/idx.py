@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import math
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -15,6 +19,7 @@ from pipeline.errors import PipelineError
 UINT8 = 0x08
 IMAGES_MAGIC = 0x00000803  # uint8, 3 dimensions: count x rows x cols
 LABELS_MAGIC = 0x00000801  # uint8, 1 dimension: count
+CHUNK = 1 << 20
 
 
 def read_bytes(path: Path) -> bytes:
@@ -30,23 +35,30 @@ def read_bytes(path: Path) -> bytes:
         raise PipelineError(f"{path}: corrupt or truncated gzip ({exc})") from None
 
 
-def parse_idx(data: bytes, name: str) -> np.ndarray:
-    """Parse IDX bytes of unsigned bytes into an array, checking magic, dimensions and size."""
-    if len(data) < 4:
-        raise PipelineError(f"{name}: too short for an IDX header ({len(data)} bytes)")
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+def parse_header(header: bytes, name: str) -> tuple[int, ...]:
+    """The dimensions in an IDX header (magic + one 4-byte size per dimension), checked."""
+    if len(header) < 4:
+        raise PipelineError(f"{name}: too short for an IDX header ({len(header)} bytes)")
+    zero, dtype, ndim = struct.unpack(">HBB", header[:4])
     if zero != 0 or dtype != UINT8 or not 1 <= ndim <= 3:
-        magic = struct.unpack(">I", data[:4])[0]
+        magic = struct.unpack(">I", header[:4])[0]
         raise PipelineError(
             f"{name}: bad magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} (images) "
             f"or 0x{LABELS_MAGIC:08x} (labels)"
         )
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise PipelineError(f"{name}: truncated header ({len(data)} of {header} bytes)")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
+    size = 4 + 4 * ndim
+    if len(header) < size:
+        raise PipelineError(f"{name}: truncated header ({len(header)} of {size} bytes)")
+    shape = struct.unpack(f">{ndim}I", header[4:size])
     if 0 in shape:
         raise PipelineError(f"{name}: dimension of size 0 in header {shape}")
+    return shape
+
+
+def parse_idx(data: bytes, name: str) -> np.ndarray:
+    """Parse IDX bytes of unsigned bytes into an array, checking magic, dimensions and size."""
+    shape = parse_header(data[:16], name)
+    header = 4 + 4 * len(shape)
     expected = header + int(np.prod(shape))
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "has trailing bytes"
@@ -54,6 +66,47 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
             f"{name}: {problem}: header says {'x'.join(map(str, shape))} = {expected} bytes, file has {len(data)}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _open(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def copy_idx(source: Path, dest: Path, shape_rule: Callable[[tuple[int, ...]], str | None]) -> str:
+    """Stream one IDX file (plain or .gz) from `source` to `dest` (decompressed); return its MD5.
+
+    The header is read and checked first (`shape_rule` returns what is wrong with the dimensions, or
+    None), then exactly the bytes it announces are copied in chunks while they are hashed, and one byte
+    more is asked for to catch trailing data. So memory stays at one chunk and no more is read than
+    the header may claim, whatever the file holds (a gzip bomb stops at the first byte too many).
+    """
+    try:
+        with _open(source) as stream, dest.open("wb") as out:
+            first = stream.read(4)
+            header = first + stream.read(4 * first[3]) if len(first) == 4 else first
+            shape = parse_header(header, str(source))
+            problem = shape_rule(shape)
+            if problem:
+                raise PipelineError(f"{source}: header says {'x'.join(map(str, shape))}: {problem}")
+            digest = hashlib.md5(header, usedforsecurity=False)
+            out.write(header)
+            expected = len(header) + math.prod(shape)
+            remaining = math.prod(shape)
+            while remaining:
+                chunk = stream.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise PipelineError(f"{source}: truncated: header says {'x'.join(map(str, shape))} = "
+                                        f"{expected} bytes, file ends after {expected - remaining}")
+                digest.update(chunk)
+                out.write(chunk)
+                remaining -= len(chunk)
+            if stream.read(1):
+                raise PipelineError(f"{source}: has trailing bytes after the {expected} bytes its header announces")
+    except FileNotFoundError:
+        raise PipelineError(f"{source}: not found") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise PipelineError(f"{source}: corrupt or truncated gzip ({exc})") from None
+    return digest.hexdigest()
 
 
 def read_idx_images(path: Path) -> torch.Tensor:

@@ -84,11 +84,9 @@ def boolean(value: Any) -> bool:
     return value
 
 
-def optional_dir(value: Any) -> str:
-    """A path string; empty (or null) for none."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
+def directory(value: Any) -> str:
+    """A non-empty path string (it need not exist yet; the stage that reads it says so)."""
+    if not isinstance(value, str) or not value.strip():
         raise ValueError
     return value
 

@@ -12,10 +12,8 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3
 MANIFEST = "dataset.json"
 
 
-def write_raw(folder: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> None:
-    """Write the decompressed IDX files and the manifest (name, classes, credit, MD5s) into `folder`."""
-    for name in FILES:
-        (folder / name).write_bytes(files[name])
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest (name, classes, credit, MD5s) beside the IDX files in `folder`."""
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import socket
 import tempfile
@@ -12,14 +11,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline.errors import PipelineError
-from pipeline.idx import read_bytes
-from pipeline.params import Param, choice, optional_dir
+from pipeline.idx import copy_idx
+from pipeline.params import Param, choice, directory
 from pipeline.raw import FILES
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROBE_TIMEOUT_S = 3.0
+MAX_ITEMS = 1_000_000
+MAX_MD5SUMS_BYTES = 64 * 1024
 DIGITS = tuple(str(d) for d in range(10))
 
 
@@ -71,22 +72,22 @@ CUSTOM_CREDIT = "Custom dataset: see its own licence."
 DOWNLOAD_PARAMS = {
     "dataset": Param(f"one of {', '.join(DATASET_NAMES)}", choice(*DATASET_NAMES),
                      "which dataset to fetch; `custom` reads IDX files and an MD5SUMS file from data_dir"),
-    "data_dir": Param("a directory path or an empty string", optional_dir,
-                      "a local directory to look in for the IDX files (.gz or not) before system locations"),
+    "data_dir": Param("a directory path", directory,
+                      "a folder to look in for the IDX files (.gz or not) before system locations; a tracked "
+                      "dependency, so changing a file there reruns download (default data/local)"),
 }
-
-
-def md5_hex(data: bytes) -> str:
-    """MD5 of `data` as hex."""
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def read_md5sums(path: Path) -> dict[str, str]:
     """Parse an `md5sum`-style file (checksums of the decompressed IDX files) into {name: md5}."""
     try:
-        lines = path.read_text().splitlines()
+        with path.open("rb") as fh:
+            data = fh.read(MAX_MD5SUMS_BYTES + 1)
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; dataset 'custom' needs MD5SUMS listing {', '.join(FILES)}") from None
+    if len(data) > MAX_MD5SUMS_BYTES:
+        raise PipelineError(f"{path}: larger than {MAX_MD5SUMS_BYTES:,} bytes; expected one `md5  name` line per file")
+    lines = data.decode("utf-8", errors="replace").splitlines()
     sums = {}
     for line in filter(str.strip, lines):
         digest, _, name = line.strip().partition(" ")
@@ -101,8 +102,6 @@ def dataset_spec(dataset: str, data_dir: str) -> DatasetSpec:
     """The spec of a named dataset; `custom` takes its checksums from data_dir/MD5SUMS."""
     if dataset != "custom":
         return DATASETS[dataset]
-    if not data_dir:
-        raise PipelineError("params.yaml: dataset 'custom' needs 'data_dir' (a folder with IDX files and MD5SUMS)")
     return DatasetSpec("custom", read_md5sums(Path(data_dir) / "MD5SUMS"), DIGITS, CUSTOM_CREDIT)
 
 
@@ -112,23 +111,38 @@ def manifest(spec: DatasetSpec) -> dict[str, object]:
             "md5": {name: spec.md5[name] for name in FILES}}
 
 
-def verified(spec: DatasetSpec, name: str, data: bytes, origin: str) -> bytes:
-    """Return `data` if its MD5 is the published one, else raise naming the file."""
-    digest = md5_hex(data)
-    if digest != spec.md5[name]:
-        raise PipelineError(f"{origin}: checksum mismatch for {name}: md5 {digest}, expected {spec.md5[name]}")
-    return data
+def idx_shape_rule(name: str) -> Callable[[tuple[int, ...]], str | None]:
+    """What an IDX header of file `name` may claim: 28x28 images or labels, at most MAX_ITEMS of them."""
+    images = "images" in name
+
+    def rule(shape: tuple[int, ...]) -> str | None:
+        if images and (len(shape) != 3 or shape[1:] != (28, 28)):
+            return "expected images of 28x28 (count x 28 x 28)"
+        if not images and len(shape) != 1:
+            return "expected one dimension (labels)"
+        if shape[0] > MAX_ITEMS:
+            return f"more than {MAX_ITEMS:,} items, the most this pipeline reads"
+        return None
+
+    return rule
 
 
-def read_local(spec: DatasetSpec, folder: Path) -> dict[str, bytes] | None:
-    """The verified files from `folder` (plain or .gz), or None if it lacks any of them."""
+def copy_verified(spec: DatasetSpec, folder: Path, dest: Path) -> bool:
+    """Stream the four files from `folder` (plain or .gz) into `dest`, each checked against its published MD5.
+
+    False (nothing copied) when `folder` lacks one of them; a file that fails a check is a PipelineError.
+    """
     paths = {}
     for name in FILES:
         found = [p for p in (folder / name, folder / f"{name}.gz") if p.is_file()]
         if not found:
-            return None
+            return False
         paths[name] = found[0]
-    return {name: verified(spec, name, read_bytes(path), str(path)) for name, path in paths.items()}
+    for name, path in paths.items():
+        digest = copy_idx(path, dest / name, idx_shape_rule(name))
+        if digest != spec.md5[name]:
+            raise PipelineError(f"{path}: checksum mismatch for {name}: md5 {digest}, expected {spec.md5[name]}")
+    return True
 
 
 def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -142,10 +156,10 @@ def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         return False
 
 
-def download_from_mirrors(spec: DatasetSpec) -> dict[str, bytes] | None:
-    """Download through torchvision's mirrors and downloader; None when no mirror serves every file."""
+def download_from_mirrors(spec: DatasetSpec, dest: Path) -> bool:
+    """Download through torchvision's mirrors and downloader into `dest`; False when no mirror serves every file."""
     if spec.torchvision_class is None:
-        return None
+        return False
     import torchvision.datasets as tvd
     from torchvision.datasets.utils import download_url
 
@@ -161,28 +175,26 @@ def download_from_mirrors(spec: DatasetSpec) -> dict[str, bytes] | None:
             except (OSError, RuntimeError) as exc:
                 log.info("mirror %s failed (%s), skipping", mirror, exc)
                 continue
-            return {name: verified(spec, name, read_bytes(Path(tmp, f"{name}.gz")), mirror + name) for name in FILES}
-    return None
+            return copy_verified(spec, Path(tmp), dest)
+    return False
 
 
-def candidate_sources(spec: DatasetSpec, data_dir: str, offline: bool) -> list[tuple[str, Callable[[], dict | None]]]:
-    """(description, fetcher) pairs in the order they are tried."""
-    sources: list[tuple[str, Callable[[], dict | None]]] = []
+def candidate_sources(spec: DatasetSpec, data_dir: str, offline: bool) -> list[tuple[str, Callable[[Path], bool]]]:
+    """(description, fetcher) pairs in the order they are tried; a fetcher fills a folder or returns False."""
+    sources: list[tuple[str, Callable[[Path], bool]]] = []
     if not offline and spec.name != "custom":
-        sources.append(("official mirrors", lambda: download_from_mirrors(spec)))
-    folders = [Path(data_dir)] if data_dir else []
-    folders += [*spec.system_dirs, *([spec.bundled_dir] if spec.bundled_dir else [])]
+        sources.append(("official mirrors", lambda dest: download_from_mirrors(spec, dest)))
+    folders = [Path(data_dir), *spec.system_dirs, *([spec.bundled_dir] if spec.bundled_dir else [])]
     for folder in folders:
-        sources.append((str(folder), lambda folder=folder: read_local(spec, folder) if folder.is_dir() else None))
+        sources.append((str(folder), lambda dest, folder=folder: folder.is_dir() and copy_verified(spec, folder, dest)))
     return sources
 
 
-def fetch_dataset(spec: DatasetSpec, data_dir: str = "", offline: bool = False) -> tuple[dict[str, bytes], str]:
-    """The four verified, decompressed IDX files and the source that served them."""
+def fetch_dataset(spec: DatasetSpec, data_dir: str, dest: Path, offline: bool = False) -> str:
+    """Write the four verified, decompressed IDX files into `dest`; return the source that served them."""
     tried = []
     for description, fetch in candidate_sources(spec, data_dir, offline):
-        files = fetch()
-        if files is not None:
-            return files, description
+        if fetch(dest):
+            return description
         tried.append(description)
     raise PipelineError(f"dataset '{spec.name}': no source has all four files (tried: {'; '.join(tried) or 'none'})")

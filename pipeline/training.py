@@ -159,24 +159,41 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return totals
 
 
-def fingerprint(cfg: TrainConfig, data_files: list[Path], world_size: int) -> str:
-    """What a checkpoint must match to be resumed: params, training data and process count."""
-    digest = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
-    digest.update(str(world_size).encode())
+def fingerprint(cfg: TrainConfig, data_files: list[Path], world_size: int, code: str) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: params, data, code, torch version and process count.
+
+    `code` is a digest of the training code (the train stage passes `code_digest` of its import closure).
+    """
+    data = hashlib.sha256()
     for path in data_files:
-        digest.update(hashlib.md5(path.read_bytes(), usedforsecurity=False).digest())
-    return digest.hexdigest()
+        data.update(hashlib.md5(path.read_bytes(), usedforsecurity=False).digest())
+    return {"params": hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest(),
+            "data": data.hexdigest(), "code": code, "torch": str(torch.__version__), "processes": str(world_size)}
 
 
-def load_checkpoint(path: Path, expected: str) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it belongs to this run (same fingerprint); otherwise None."""
+def load_checkpoint(path: Path, expected: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint at `path` if it belongs to this very run, else None and why it does not."""
     if not path.exists():
-        return None
+        return None, "there is none"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a checkpoint we cannot read is simply not resumed
-        return None
-    return checkpoint if isinstance(checkpoint, dict) and checkpoint.get("fingerprint") == expected else None
+    except Exception as exc:  # a checkpoint we cannot read is simply not resumed
+        return None, f"it is unreadable ({type(exc).__name__})"
+    found = checkpoint.get("fingerprint") if isinstance(checkpoint, dict) else None
+    if not isinstance(found, dict):
+        return None, "it has no fingerprint of this pipeline's kind"
+    differing = [key for key in expected if found.get(key) != expected[key]]
+    if differing:
+        return None, f"it is from a run with other {', '.join(differing)}"
+    return checkpoint, ""
+
+
+def check_finite(record: dict[str, float], lr: float) -> None:
+    """Stop with one line when the losses are no longer numbers."""
+    for key in ("train_loss", "val_loss"):
+        if not math.isfinite(record[key]):
+            raise PipelineError(f"training diverged at epoch {record['epoch']}: {key.replace('_', ' ')} is "
+                                f"{record[key]}; lower lr (now {lr:g})")
 
 
 @dataclass
@@ -191,7 +208,7 @@ class FitResult:
 
 
 def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, info: ProcessInfo,
-        checkpoint_path: Path, run_id: str, on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
+        checkpoint_path: Path, run_id: dict[str, str], on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
         show_progress: bool = False) -> FitResult:
     """Train `cfg.model`, checkpointing after every epoch and resuming a matching checkpoint."""
     device = resolve_device(cfg.device, info.local_rank)
@@ -215,7 +232,9 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
     scheduler = make_scheduler(cfg, optimizer, cfg.epochs * steps_per_epoch)
     state = TrainState()
 
-    checkpoint = load_checkpoint(checkpoint_path, run_id)
+    checkpoint, why_not = load_checkpoint(checkpoint_path, run_id)
+    if checkpoint is None and checkpoint_path.exists():
+        log.info("%s not resumed: %s; training starts afresh", checkpoint_path, why_not)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -251,6 +270,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         record = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                   "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": seconds}
+        check_finite(record, cfg.lr)
         state.epoch, state.history = epoch + 1, [*state.history, record]
         if val_loss < state.best_val_loss:
             state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch + 1, 0

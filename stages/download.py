@@ -10,7 +10,7 @@ import click
 from pipeline.atomic import atomic_dir
 from pipeline.cli import reports_errors, setup_logging
 from pipeline.params import describe, load_params
-from pipeline.raw import write_raw
+from pipeline.raw import write_manifest
 from pipeline.sources import DOWNLOAD_PARAMS, dataset_spec, fetch_dataset, manifest
 
 log = logging.getLogger("download")
@@ -20,6 +20,8 @@ log = logging.getLogger("download")
 
 Sources, in order: the official mirrors (torchvision's), `data_dir`, system folders
 (Debian's /usr/share/datasets/fashion-mnist), the MNIST copy bundled in data/bundled/.
+Each file is streamed: its header is checked first (28x28 images or labels, at most a million),
+then it is copied while its MD5 is computed, so a file never costs more memory than one chunk.
 Whatever the source, the files written are byte-identical. Beside them, dataset.json
 names the dataset, its classes, credit and checksums for the stages after this one.
 
@@ -35,9 +37,9 @@ def main(params_file: Path, out: Path, offline: bool) -> None:
     setup_logging("download")
     params = load_params(DOWNLOAD_PARAMS, params_file)
     spec = dataset_spec(params["dataset"], params["data_dir"])
-    files, source = fetch_dataset(spec, params["data_dir"], offline=offline)
     with atomic_dir(out) as tmp:
-        write_raw(tmp, files, manifest(spec))
+        source = fetch_dataset(spec, params["data_dir"], tmp, offline=offline)
+        write_manifest(tmp, manifest(spec))
     log.info("%s: 4 files verified from %s -> %s", spec.name, source, out)
 
 

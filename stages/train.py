@@ -11,6 +11,7 @@ import click
 
 from pipeline.atomic import atomic_dir, write_json
 from pipeline.cli import reports_errors, setup_logging
+from pipeline.code_deps import code_digest
 from pipeline.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.model_file import save_model
 from pipeline.models import count_parameters
@@ -60,7 +61,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     init_process_group(info, device)
     log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(train), len(val),
              info.world_size)
-    run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size)
+    run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)))
 
     def on_epoch(record: dict[str, float]) -> None:
         if info.is_main:

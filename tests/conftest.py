@@ -68,7 +68,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> P
     stats = load_stats(prepared)
     cfg = quick_config(epochs=3, augment=False)
     result = fit(cfg, load_split(prepared / "train.pt"), load_split(prepared / "val.pt"), stats["mean"], stats["std"],
-                 ProcessInfo(), folder / "checkpoint.pt", "fixture")
+                 ProcessInfo(), folder / "checkpoint.pt", {"run": "fixture"})
     save_model(folder / "model.pt", cfg.model, result.model, stats["mean"], stats["std"], stats["classes"],
                {"epochs": cfg.epochs})
     return folder / "model.pt"

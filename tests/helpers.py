@@ -9,7 +9,7 @@ import torch
 
 from pipeline.idx import write_idx
 from pipeline.prepared import Split
-from pipeline.raw import FILES, write_raw
+from pipeline.raw import FILES, write_manifest
 from pipeline.sources import CUSTOM_CREDIT, DIGITS
 from pipeline.train_config import TrainConfig
 
@@ -37,8 +37,10 @@ def make_raw(folder: Path, dataset: Path) -> Path:
     """`folder` laid out as download writes data/raw, from the IDX files of a `custom` dataset folder."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {name: (dataset / name).read_bytes() for name in FILES}
-    write_raw(folder, files, {"dataset": "custom", "classes": list(DIGITS), "credit": CUSTOM_CREDIT,
-                              "md5": {name: hashlib.md5(data).hexdigest() for name, data in files.items()}})
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    write_manifest(folder, {"dataset": "custom", "classes": list(DIGITS), "credit": CUSTOM_CREDIT,
+                            "md5": {name: hashlib.md5(data).hexdigest() for name, data in files.items()}})
     return folder
 
 

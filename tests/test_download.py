@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import shutil
 import time
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def run_download(tmp_path: Path, params: str, *extra: str) -> tuple[int, str, Pa
 
 
 def test_bundled_mnist_is_verified_and_decompressed(tmp_path: Path) -> None:
-    code, output, out = run_download(tmp_path, "dataset: mnist\ndata_dir: ''\n")
+    code, output, out = run_download(tmp_path, f"dataset: mnist\ndata_dir: {tmp_path / 'empty'}\n")
     assert code == 0, output
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, MANIFEST])
     for name in FILES:
@@ -41,17 +43,16 @@ def test_bundled_mnist_is_verified_and_decompressed(tmp_path: Path) -> None:
 def test_local_dir_is_tried_before_bundled_copy(tmp_path: Path) -> None:
     local = tmp_path / "local"
     shutil.copytree(MNIST.bundled_dir, local)
-    files, source = fetch_dataset(MNIST, str(local), offline=True)
+    source = fetch_dataset(MNIST, str(local), tmp_path, offline=True)
     assert source == str(local)
-    assert set(files) == set(FILES)
+    assert all((tmp_path / name).is_file() for name in FILES)
 
 
 def test_incomplete_local_dir_is_skipped(tmp_path: Path) -> None:
     local = tmp_path / "partial"
     local.mkdir()
     shutil.copy(MNIST.bundled_dir / "t10k-labels-idx1-ubyte.gz", local)
-    _, source = fetch_dataset(MNIST, str(local), offline=True)
-    assert source == str(MNIST.bundled_dir)
+    assert fetch_dataset(MNIST, str(local), tmp_path, offline=True) == str(MNIST.bundled_dir)
 
 
 def test_checksum_mismatch_names_file_and_writes_nothing(tmp_path: Path) -> None:
@@ -67,23 +68,24 @@ def test_checksum_mismatch_names_file_and_writes_nothing(tmp_path: Path) -> None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".raw")]
 
 
-def test_custom_dataset_uses_md5sums(tiny_dataset: Path) -> None:
+def test_custom_dataset_uses_md5sums(tiny_dataset: Path, tmp_path: Path) -> None:
     spec = dataset_spec("custom", str(tiny_dataset))
-    files, source = fetch_dataset(spec, str(tiny_dataset))
-    assert source == str(tiny_dataset)
-    assert len(files["t10k-labels-idx1-ubyte"]) == 8 + 300
+    assert fetch_dataset(spec, str(tiny_dataset), tmp_path) == str(tiny_dataset)
+    assert (tmp_path / "t10k-labels-idx1-ubyte").stat().st_size == 8 + 300
 
 
 def test_custom_dataset_needs_md5sums(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="MD5SUMS: not found"):
         dataset_spec("custom", str(tmp_path))
-    with pytest.raises(PipelineError, match="needs 'data_dir'"):
-        dataset_spec("custom", "")
+    (tmp_path / "MD5SUMS").write_bytes(b"0" * (65 * 1024))
+    with pytest.raises(PipelineError, match="MD5SUMS: larger than 65,536 bytes"):
+        dataset_spec("custom", str(tmp_path))
 
 
 def test_no_source_lists_what_was_tried(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="no source has all four files .*tried: .*fashion-mnist"):
-        fetch_dataset(replace(DATASETS["fashion-mnist"], system_dirs=(tmp_path / "fashion-mnist",)), offline=True)
+        fetch_dataset(replace(DATASETS["fashion-mnist"], system_dirs=(tmp_path / "fashion-mnist",)),
+                      str(tmp_path / "none"), tmp_path, offline=True)
 
 
 def test_offline_detection_is_quick() -> None:
@@ -100,7 +102,55 @@ def test_bad_dataset_param_stops_before_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="no dataset-fashion-mnist")
-def test_fashion_mnist_from_debian() -> None:
-    files, source = fetch_dataset(DATASETS["fashion-mnist"], offline=True)
+def test_fashion_mnist_from_debian(tmp_path: Path) -> None:
+    source = fetch_dataset(DATASETS["fashion-mnist"], str(tmp_path / "none"), tmp_path, offline=True)
     assert source == "/usr/share/datasets/fashion-mnist"
-    assert len(files) == 4
+    assert all((tmp_path / name).is_file() for name in FILES)
+
+
+def idx_header(magic: int, *dims: int) -> bytes:
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+def write_gzip(path: Path, header: bytes, zeros: int) -> Path:
+    """A gzip file holding `header` and then `zeros` zero bytes, written in chunks (never held whole)."""
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(header)
+        chunk = bytes(1 << 20)
+        for start in range(0, zeros, len(chunk)):
+            fh.write(chunk[: min(len(chunk), zeros - start)])
+    return path
+
+
+def bomb_folder(folder: Path, header: bytes, zeros: int) -> Path:
+    """MNIST from the bundled copy, but train-images replaced by a small gzip that expands to `zeros` bytes."""
+    shutil.copytree(MNIST.bundled_dir, folder)
+    write_gzip(folder / "train-images-idx3-ubyte.gz", header, zeros)
+    return folder
+
+
+def test_gzip_bomb_is_refused_after_the_bytes_its_header_announces(tmp_path: Path) -> None:
+    folder = bomb_folder(tmp_path / "bomb", idx_header(0x803, 60000, 28, 28), 400 * (1 << 20))
+    assert (folder / "train-images-idx3-ubyte.gz").stat().st_size < 2 * (1 << 20)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(PipelineError, match="has trailing bytes after the 47040016 bytes its header announces"):
+            fetch_dataset(MNIST, str(folder), tmp_path, offline=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * (1 << 20), f"peak {peak} bytes"
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    (idx_header(0x803, 100_000_000, 28, 28), "header says 100000000x28x28: more than 1,000,000 items"),
+    (idx_header(0x803, 100, 32, 32), "header says 100x32x32: expected images of 28x28"),
+    (idx_header(0x801, 100), "header says 100: expected images of 28x28"),
+])
+def test_headers_are_checked_before_the_body_is_read(tmp_path: Path, header: bytes, message: str) -> None:
+    folder = bomb_folder(tmp_path / "bad", header, 1000)
+    code, output, out = run_download(tmp_path, f"dataset: mnist\ndata_dir: {folder}\n")
+    assert code == 1 and message in output and output.count("\n") == 1, output
+    assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -87,6 +88,55 @@ def test_going_back_to_a_params_set_restores_it_from_the_run_cache(repo: Path) -
     finally:
         git(repo, "checkout", "-q", "--", ".")
         dvc(repo, "checkout", "-q")
+
+
+@pytest.mark.parametrize(("values", "stages"), [
+    ({"seed": 7}, {"train"}),
+    ({"split_seed": 7}, {"preprocess", "train"}),
+    ({"lr": 0.02}, {"train"}),
+    ({"dataset": "mnist"}, {"download", "train"}),
+])
+def test_each_param_marks_only_the_stages_that_read_it(repo: Path, values: dict, stages: set[str]) -> None:
+    try:
+        set_params(repo, **values)
+        assert changed_stages(repo) == stages
+    finally:
+        git(repo, "checkout", "-q", "--", "params.yaml")
+
+
+def test_a_change_behind_data_dir_reruns_download_and_a_no_op_stays_a_no_op(repo: Path, tiny_dataset: Path,
+                                                                         tmp_path: Path) -> None:
+    local = tmp_path / "my-digits"
+    shutil.copytree(tiny_dataset, local)
+    try:
+        set_params(repo, data_dir=str(local))
+        assert "Running stage 'download'" in dvc(repo, "repro").stdout
+        assert "Data and pipelines are up to date." in dvc(repo, "repro").stdout
+        with (local / "MD5SUMS").open("a") as fh:
+            fh.write("\n")  # a change to the folder that leaves the verified files as they were
+        assert changed_stages(repo) == {"download"}
+        rerun = dvc(repo, "repro").stdout
+        assert "Running stage 'download'" in rerun and "Stage 'preprocess' didn't change" in rerun
+        (local / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07")
+        failed = dvc(repo, "repro", check=False)
+        assert failed.returncode != 0 and "checksum mismatch for t10k-labels-idx1-ubyte" in failed.stderr
+    finally:
+        git(repo, "checkout", "-q", "--", ".")
+        dvc(repo, "checkout", "-q", "--force")
+
+
+def test_a_misspelt_key_added_by_hand_stops_train_in_one_line(repo: Path) -> None:
+    try:
+        with (repo / "params.yaml").open("a") as fh:
+            fh.write("lrr: 0.01\n")
+        failed = dvc(repo, "repro", check=False)
+        assert failed.returncode != 0
+        assert "Error: params.yaml: unknown key 'lrr' (did you mean 'lr'?)" in failed.stderr
+        assert "Running stage 'train'" in failed.stdout and "Traceback" not in failed.stderr
+    finally:
+        git(repo, "checkout", "-q", "--", ".")
+        assert "Stage 'train' is cached" in dvc(repo, "repro").stdout
+        assert git(repo, "status", "--porcelain") == ""
 
 
 def test_metrics_are_committed_and_shown(repo: Path) -> None:

@@ -4,6 +4,7 @@ two `dvc repro` at once, and determinism of whole runs. Nothing wrong may ever s
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import random
@@ -23,7 +24,8 @@ from click.testing import CliRunner
 
 from pipeline.model_file import load_model
 from pipeline.prepared import load_split, load_stats
-from pipeline.sources import DATASETS, FILES, md5_hex
+from pipeline.raw import FILES
+from pipeline.sources import DATASETS
 from stages import evaluate, preprocess
 from tests.dvc_repo import ENV, dvc, git, make_repo, set_params
 from tests.helpers import REPO
@@ -49,7 +51,7 @@ def stage_command(stage: str, work: Path, prepared: Path, model: Path) -> list[s
 
 def accept_raw(work: Path) -> None:
     for name in FILES:
-        assert md5_hex((work / "raw" / name).read_bytes()) == DATASETS["mnist"].md5[name]
+        assert hashlib.md5((work / "raw" / name).read_bytes()).hexdigest() == DATASETS["mnist"].md5[name]
 
 
 def accept_prepared(work: Path) -> None:
@@ -144,6 +146,22 @@ def test_sigint_mid_training_exits_cleanly_and_resumes_to_the_same_model(workspa
     assert "resuming from" in resumed.stderr
     state = torch.load(work / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(reference[k], state[k]) for k in reference)
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_ctrl_c_while_a_stage_starts_is_one_line(stage: str, workspace: Path, prepared: Path,
+                                                 trained_model: Path) -> None:
+    work = workspace / f"start-{stage}"
+    work.mkdir()
+    shutil.copy(workspace / "params.yaml", work)
+    command = stage_command(stage, work, prepared, trained_model)
+    process = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # torch alone takes over a second to import: this lands during start-up
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGINT, stderr
+    assert stderr == f"[{stage}] interrupted while starting; nothing was written\n"
+    assert sorted(p.name for p in work.iterdir()) == ["params.yaml"]
 
 
 def fail_with_enospc(*args: object, **kwargs: object) -> None:

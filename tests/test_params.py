@@ -24,9 +24,9 @@ WRONG_TYPE = {
     "label_smoothing": True, "augment": 1, "batch_size": 32.0, "epochs": "3", "patience": False, "device": 0,
 }
 OUT_OF_RANGE = {
-    "dataset": "cifar10", "val_size": 0, "split_seed": -1, "seed": 2**32, "model": "resnet50", "optimizer": "lbfgs",
-    "lr": 0, "momentum": 1.0, "weight_decay": -0.1, "scheduler": "step", "label_smoothing": 1.0, "batch_size": 0,
-    "epochs": 0, "patience": -2, "device": "tpu",
+    "dataset": "cifar10", "data_dir": " ", "val_size": 0, "split_seed": -1, "seed": 2**32, "model": "resnet50",
+    "optimizer": "lbfgs", "lr": 0, "momentum": 1.0, "weight_decay": -0.1, "scheduler": "step",
+    "label_smoothing": 1.0, "batch_size": 0, "epochs": 0, "patience": -2, "device": "tpu",
 }
 
 
@@ -74,8 +74,8 @@ def test_nesterov_needs_momentum(tmp_path: Path) -> None:
 
 
 def test_a_stage_reads_only_its_own_keys(tmp_path: Path) -> None:
-    path = write(tmp_path, "dataset: mnist\ndata_dir: ''\nlr: not checked by download\n")
-    assert load_params(DOWNLOAD_PARAMS, path) == {"dataset": "mnist", "data_dir": ""}
+    path = write(tmp_path, "dataset: mnist\ndata_dir: data/local\nlr: not checked by download\n")
+    assert load_params(DOWNLOAD_PARAMS, path) == {"dataset": "mnist", "data_dir": "data/local"}
 
 
 @pytest.mark.parametrize(("text", "message"), [

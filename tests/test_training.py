@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,20 +15,26 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from pipeline.code_deps import code_digest
 from pipeline.distributed import ProcessInfo
 from pipeline.errors import PipelineError
 from pipeline.model_file import load_model
 from pipeline.models import MODELS, build_model
+from pipeline.params import MAX_SEED
 from pipeline.prepared import load_split, load_stats
-from pipeline.training import epoch_order, fit, resolve_device
+from pipeline.training import epoch_order, fingerprint, fit, resolve_device
 from stages import train
-from tests.helpers import REPO, quick_config
+from tests.helpers import REPO, quick_config, small_split
 
 
-def fit_prepared(prepared: Path, checkpoint: Path, **overrides: object):
+def run_id(prepared: Path, code: str = "code", **overrides: object) -> dict[str, str]:
+    return fingerprint(quick_config(**overrides), [prepared / "train.pt", prepared / "val.pt"], 1, code)
+
+
+def fit_prepared(prepared: Path, checkpoint: Path, code: str = "code", **overrides: object):
     stats = load_stats(prepared)
     return fit(quick_config(**overrides), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-               stats["mean"], stats["std"], ProcessInfo(), checkpoint, "run")
+               stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, code, **overrides))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -77,7 +84,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: P
 
     with pytest.raises(KeyboardInterrupt):
         fit(quick_config(epochs=3), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-            stats["mean"], stats["std"], ProcessInfo(), checkpoint, "run", interrupt_after_first_epoch)
+            stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, epochs=3),
+            interrupt_after_first_epoch)
     assert checkpoint.exists()
     resumed = fit_prepared(prepared, checkpoint, epochs=3)
     assert resumed.resumed_from == 1
@@ -86,13 +94,75 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: P
         assert torch.equal(a, b)
 
 
-def test_checkpoint_of_other_params_is_not_resumed(prepared: Path, tmp_path: Path) -> None:
+def test_the_fingerprint_changes_with_params_data_code_torch_and_processes(prepared: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [prepared / "train.pt", prepared / "val.pt"]
+    base = fingerprint(quick_config(), files, 1, "code")
+    assert fingerprint(quick_config(), files, 1, "code") == base
+    other_data = tmp_path / "val.pt"
+    other_data.write_bytes(files[1].read_bytes() + b"\0")
+    variants = {
+        "params": fingerprint(quick_config(lr=0.005), files, 1, "code"),
+        "data": fingerprint(quick_config(), [files[0], other_data], 1, "code"),
+        "code": fingerprint(quick_config(), files, 1, "edited code"),
+        "processes": fingerprint(quick_config(), files, 2, "code"),
+    }
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    variants["torch"] = fingerprint(quick_config(), files, 1, "code")
+    for component, changed in variants.items():
+        assert [key for key in base if base[key] != changed[key]] == [component]
+
+
+def test_the_train_stage_fingerprints_its_whole_import_closure(tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(REPO / "stages", root / "stages")
+    shutil.copytree(REPO / "pipeline", root / "pipeline")
+    before = code_digest(root / "stages" / "train.py", root)
+    with (root / "pipeline" / "models.py").open("a") as fh:
+        fh.write("# edited\n")
+    assert code_digest(root / "stages" / "train.py", root) != before
+    with (root / "pipeline" / "evaluation_figures.py").open("a") as fh:
+        fh.write("# not imported by train\n")
+    assert code_digest(root / "stages" / "train.py", root) == code_digest(root / "stages" / "train.py", root)
+
+
+@pytest.mark.parametrize("other", ["code", "torch"])
+def test_a_checkpoint_of_another_run_is_set_aside_never_loaded(prepared: Path, tmp_path: Path, other: str,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     checkpoint = tmp_path / "ck.pt"
-    fit_prepared(prepared, checkpoint, epochs=1, model="mlp")
     stats = load_stats(prepared)
-    result = fit(quick_config(epochs=1, model="mlp"), load_split(prepared / "train.pt"),
-                 load_split(prepared / "val.pt"), stats["mean"], stats["std"], ProcessInfo(), checkpoint, "other-run")
-    assert result.resumed_from == 0
+
+    def stop(record: dict[str, float]) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(quick_config(epochs=2, model="mlp"), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
+            stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, model="mlp", epochs=2), stop)
+    assert checkpoint.exists()
+    if other == "torch":
+        monkeypatch.setattr(torch, "__version__", "9.9.9")
+    code = "edited code" if other == "code" else "code"
+    with caplog.at_level(logging.INFO, logger="train"):
+        after_stale = fit_prepared(prepared, checkpoint, code, epochs=2, model="mlp")
+    assert f"{checkpoint} not resumed: it is from a run with other {other}; training starts afresh" in caplog.text
+    assert after_stale.resumed_from == 0
+    fresh = fit_prepared(prepared, tmp_path / "none.pt", code, epochs=2, model="mlp")
+    for a, b in zip(fresh.model.state_dict().values(), after_stale.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # nothing of the stale checkpoint leaked into the new run
+
+
+def test_a_diverging_run_stops_with_one_line(tmp_path: Path) -> None:
+    train = small_split(2000)
+    cfg = quick_config(model="mlp", optimizer="sgd", lr=9.9, momentum=0.99, scheduler="none", epochs=4, augment=False)
+    pattern = r"^training diverged at epoch [1-4]: (train|val) loss is (nan|inf); lower lr \(now 9\.9\)$"
+    with pytest.raises(PipelineError, match=pattern):
+        fit(cfg, train, small_split(200), 0.5, 0.3, ProcessInfo(), tmp_path / "ck.pt", {"run": "diverging"})
+
+
+def test_the_largest_seeds_run(prepared: Path, tmp_path: Path) -> None:
+    result = fit_prepared(prepared, tmp_path / "ck.pt", model="mlp", epochs=1, augment=True, seed=MAX_SEED)
+    assert result.state.history[-1]["val_acc"] > 0.5
 
 
 def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> None:

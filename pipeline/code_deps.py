@@ -1,8 +1,9 @@
-"""The project modules a file imports, followed transitively (what a stage's code deps must list)."""
+"""The project modules a file imports, followed transitively: a stage's code deps (dvc.yaml, checkpoints)."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 PACKAGES = ("pipeline", "stages")
@@ -34,6 +35,9 @@ def direct_imports(root: Path, path: Path) -> set[Path]:
     return found
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
 def import_closure(root: Path, path: Path) -> set[Path]:
     """`path` and every project file it imports, directly or through other project files."""
     seen, todo = set(), [path]
@@ -43,3 +47,11 @@ def import_closure(root: Path, path: Path) -> set[Path]:
             seen.add(current)
             todo.extend(direct_imports(root, current) - seen)
     return seen
+
+
+def code_digest(path: Path, root: Path = REPO_ROOT) -> str:
+    """SHA-256 over the names and contents of `path` and every project file it imports."""
+    digest = hashlib.sha256()
+    for file in sorted(import_closure(root, path)):
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
