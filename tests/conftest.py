@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,11 +17,15 @@ from pipeline.model_file import save_model
 from pipeline.preparation import prepare
 from pipeline.prepared import save_split
 from pipeline.sources import DATASETS
-from tests.helpers import make_raw, quick_config, write_tiny_dataset
+from tests.dvc_repo import build_template
+from tests.helpers import REPO, make_raw, quick_config, write_tiny_dataset
 
-REPO = Path(__file__).resolve().parent.parent
+TEMPLATE_BUILDER = pytest.StashKey[subprocess.Popen]()
+
 BUNDLED = DATASETS["mnist"].bundled_dir
 os.environ["MNIST_OFFLINE"] = "1"  # tests never touch the network
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # two workers on two cores: one thread each
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +79,46 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> P
     save_model(folder / "model.pt", cfg.model, result.model, stats["mean"], stats["std"], stats["classes"],
                {"epochs": cfg.epochs})
     return folder / "model.pt"
+
+
+def template_root(config: pytest.Config) -> Path:
+    """The folder of this test run that every xdist worker shares (the controller's basetemp)."""
+    root = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, start building the DVC template at once, in the background, while the workers run unit tests."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None and getattr(session.config.option, "numprocesses", None):
+        folder = template_root(session.config) / "dvc-template"
+        session.config.stash[TEMPLATE_BUILDER] = subprocess.Popen(
+            [sys.executable, "-m", "tests.dvc_repo", str(folder)], cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    builder = session.config.stash.get(TEMPLATE_BUILDER, None)
+    if builder is not None:
+        builder.wait()
+
+
+@pytest.fixture(scope="session")
+def dvc_template(request: pytest.FixtureRequest) -> Path:
+    """A committed tiny copy of this project with its pipeline reproduced, built once per test run."""
+    return build_template(template_root(request.config) / "dvc-template")
+
+
+@pytest.fixture
+def dvc_repo(dvc_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the template (git history, DVC cache and outputs included) for a test to change."""
+    def dvc_scratch(folder: str, names: list[str]) -> list[str]:
+        return names if Path(folder).name == "tmp" and Path(folder).parent.name == ".dvc" else []
+
+    return Path(shutil.copytree(dvc_template, tmp_path / "repo", symlinks=True, ignore=dvc_scratch))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the DVC template last (it is built in the background meanwhile), the slowest of them first."""
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        return "dvc_template" in getattr(item, "fixturenames", ()), item.get_closest_marker("slow") is None
+
+    items.sort(key=order)

@@ -15,7 +15,8 @@ from tests.helpers import REPO
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_OFFLINE": "1",
        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
-       "GIT_COMMITTER_EMAIL": "test@example.com", "DVC_NO_ANALYTICS": "1"}
+       "GIT_COMMITTER_EMAIL": "test@example.com", "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
+STAGES = ("download", "preprocess", "train", "evaluate", "export")
 TINY_PARAMS = {"dataset": "custom", "val_size": 100, "epochs": 1, "batch_size": 128, "device": "cpu"}
 
 
@@ -60,3 +61,36 @@ def make_repo(dest: Path, data_dir: Path, remote: Path) -> Path:
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "tiny copy")
     return dest
+
+
+def build_template(folder: Path) -> Path:
+    """`folder`/repo: a committed tiny copy with its pipeline reproduced; built once, whoever asks first.
+
+    A file lock makes every other caller (xdist workers, the background builder) wait for the one build.
+    """
+    from filelock import FileLock
+
+    from pipeline.idx import read_idx_images, read_idx_labels
+    from pipeline.sources import DATASETS
+    from tests.helpers import write_tiny_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / "lock")):
+        if not (folder / "ready").exists():
+            bundled = DATASETS["mnist"].bundled_dir
+            arrays = {"train_images": read_idx_images(bundled / "train-images-idx3-ubyte.gz"),
+                      "train_labels": read_idx_labels(bundled / "train-labels-idx1-ubyte.gz"),
+                      "test_images": read_idx_images(bundled / "t10k-images-idx3-ubyte.gz"),
+                      "test_labels": read_idx_labels(bundled / "t10k-labels-idx1-ubyte.gz")}
+            data = write_tiny_dataset(folder / "data", arrays, 1000, 300)
+            repo = make_repo(folder / "repo", data, folder / "remote")
+            repro = dvc(repo, "repro").stdout
+            assert all(f"Running stage '{stage}'" in repro for stage in STAGES), repro
+            git(repo, "add", "-A")
+            git(repo, "commit", "-qm", "baseline run")
+            (folder / "ready").touch()
+    return folder / "repo"
+
+
+if __name__ == "__main__":
+    build_template(Path(sys.argv[1]))

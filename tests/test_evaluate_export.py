@@ -19,6 +19,8 @@ from pipeline.model_file import load_model
 from pipeline.prepared import load_split
 from stages import evaluate, export, predict
 
+pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the module fixtures once
+
 
 def invoke(command, *args: object) -> Result:
     return CliRunner().invoke(command, [str(a) for a in args])
@@ -94,18 +96,20 @@ def digit_png(image: np.ndarray, path: Path, invert: bool, scale: int) -> Path:
     return path
 
 
-def test_predict_labels_real_digits_drawn_as_pngs(exported: Path, trained_model: Path, prepared: Path,
-                                                  tmp_path: Path) -> None:
+def test_predict_reads_pngs_of_real_digits_as_the_model_reads_the_digits(
+        exported: Path, trained_model: Path, prepared: Path, tmp_path: Path) -> None:
     test = load_split(prepared / "test.pt")
+    chosen = range(40)  # the first 40, whatever the model makes of them
     model, _ = load_model(trained_model)
-    probs = predict_logits(model, to_pixels(test.images[:200])).softmax(1)
-    right = [i for i in range(200) if probs[i].argmax() == test.labels[i] and probs[i].max() > 0.9][:24]
-    files = [digit_png(test.images[i].numpy(), tmp_path / f"d{i}.png", invert=n % 2 == 0, scale=1 + n % 4)
-             for n, i in enumerate(right)]
+    direct = predict_logits(model, to_pixels(test.images[:40])).argmax(1).tolist()
+    files = [digit_png(test.images[i].numpy(), tmp_path / f"d{i}.png", invert=i % 2 == 0, scale=1 + i % 4)
+             for i in chosen]
     result = invoke(predict.main, *files, "--model", exported / "model.onnx", "--json")
     assert result.exit_code == 0, result.output
-    predictions = json.loads(result.output)
-    assert [p["label"] for p in predictions] == [str(test.labels[i].item()) for i in right]
+    labels = [int(p["label"]) for p in json.loads(result.output)]
+    # a preprocessing bug (polarity, transposition, scale, centring) breaks this agreement
+    assert sum(a == b for a, b in zip(labels, direct, strict=True)) >= 37
+    assert sum(a == b for a, b in zip(labels, test.labels[:40].tolist(), strict=True)) >= 34
 
 
 def test_predict_reports_bad_files_and_still_predicts_the_rest(exported: Path, prepared: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Fault injection with the real stage commands: kills at random points, a full disk, corrupt inputs,
-two `dvc repro` at once, and determinism of whole runs. Nothing wrong may ever sit at an output path."""
+"""Faults with the real stage commands: crashes injected at chosen points (tests/crash.py), real signals,
+a full disk, corrupt inputs, DVC's lock. Nothing wrong may ever sit at an output path, and the next run
+must finish the job and leave no temporaries behind."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import errno
 import hashlib
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -26,15 +26,16 @@ from pipeline.model_file import load_model
 from pipeline.prepared import load_split, load_stats
 from pipeline.raw import FILES
 from pipeline.sources import DATASETS
-from stages import evaluate, preprocess
-from tests.dvc_repo import ENV, dvc, git, make_repo, set_params
+from stages import download, evaluate, preprocess, train
+from tests.crash import CRASHED
+from tests.dvc_repo import ENV, dvc, set_params
 from tests.helpers import REPO
 
 
-def stage_command(stage: str, work: Path, prepared: Path, model: Path) -> list[str]:
-    """The stage as a user runs it, with every path pointing into `work`."""
+def stage_arguments(stage: str, work: Path, prepared: Path, model: Path) -> list[str]:
+    """The stage's command-line arguments, with every path pointing into `work`."""
     params = ["--params", str(work / "params.yaml")]
-    commands = {
+    return {
         "download": [*params, "--out", str(work / "raw"), "--offline"],
         "preprocess": [*params, "--raw", str(work / "raw-ready"), "--out", str(work / "prepared")],
         "train": [*params, "--data", str(prepared), "--model-out", str(work / "model.pt"),
@@ -45,107 +46,109 @@ def stage_command(stage: str, work: Path, prepared: Path, model: Path) -> list[s
         "export": ["--model", str(model), "--data", str(prepared), "--eval-metrics", str(work / "eval-ready.json"),
                    "--onnx-out", str(work / "model.onnx"), "--program-out", str(work / "model.pt2"),
                    "--card-out", str(work / "card.md"), "--metrics", str(work / "export.json")],
-    }
-    return [sys.executable, "-m", f"stages.{stage}", *commands[stage]]
+    }[stage]
 
 
-def accept_raw(work: Path) -> None:
+def stage_command(stage: str, work: Path, prepared: Path, model: Path) -> list[str]:
+    """The stage as a user runs it."""
+    return [sys.executable, "-m", f"stages.{stage}", *stage_arguments(stage, work, prepared, model)]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporaries (`.<name>.<pid>.<random>.tmp<suffix>`) and set-aside folders (`.<name>.old`) under `folder`."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if ".tmp" in p.name or p.name.endswith(".old"))
+
+
+def whole_raw(path: Path) -> None:
     for name in FILES:
-        assert hashlib.md5((work / "raw" / name).read_bytes()).hexdigest() == DATASETS["mnist"].md5[name]
+        assert hashlib.md5((path / name).read_bytes()).hexdigest() == DATASETS["mnist"].md5[name]
 
 
-def accept_prepared(work: Path) -> None:
+def whole_prepared(path: Path) -> None:
     for split in ("train", "val", "test"):
-        load_split(work / "prepared" / f"{split}.pt")
-    load_stats(work / "prepared")
+        load_split(path / f"{split}.pt")
+    load_stats(path)
 
 
-def accept_model(work: Path) -> None:
-    load_model(work / "model.pt")
-    json.loads((work / "train.json").read_text())
-    assert (work / "metrics" / "curves.png").stat().st_size > 0
+def whole_record(path: Path) -> None:
+    assert (path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert len((path / "val_loss.tsv").read_text().splitlines()) == 4  # header and three epochs
 
 
-def accept_evaluation(work: Path) -> None:
-    assert set(json.loads((work / "eval.json").read_text())) >= {"accuracy", "errors"}
+def whole_evaluation_folder(path: Path) -> None:
     for name in ("per_class.csv", "confusion.csv", "confusion.png", "misclassified.png"):
-        assert (work / "eval" / name).stat().st_size > 0
+        assert (path / name).stat().st_size > 0
 
 
-def accept_export(work: Path) -> None:
-    onnx.checker.check_model(onnx.load(work / "model.onnx"))
-    torch.export.load(work / "model.pt2")
-    assert json.loads((work / "export.json").read_text())["agree"] is True
+def whole_json(path: Path) -> None:
+    assert json.loads(path.read_text())
 
 
-OUTPUTS: dict[str, tuple[list[str], Callable[[Path], None]]] = {
-    "download": (["raw"], accept_raw),
-    "preprocess": (["prepared"], accept_prepared),
-    "train": (["model.pt", "train.json", "metrics"], accept_model),
-    "evaluate": (["eval.json", "eval"], accept_evaluation),
-    "export": (["model.onnx", "model.pt2", "export.json"], accept_export),
+# Every output of each stage, with what makes it whole: a crash may leave an output absent, never broken.
+OUTPUTS: dict[str, dict[str, Callable[[Path], None]]] = {
+    "download": {"raw": whole_raw},
+    "preprocess": {"prepared": whole_prepared},
+    "train": {"model.pt": load_model, "train.json": whole_json, "metrics": whole_record},
+    "evaluate": {"eval.json": whole_json, "eval": whole_evaluation_folder},
+    "export": {"model.onnx": lambda p: onnx.checker.check_model(onnx.load(p)), "model.pt2": torch.export.load,
+               "export.json": whole_json, "card.md": lambda p: "Model card" in p.read_text() or pytest.fail(p)},
 }
 
 
+def check_outputs(stage: str, work: Path, *, all_present: bool) -> list[str]:
+    """Check every output that exists (all must, when `all_present`); return the names found."""
+    present = []
+    for name, whole in OUTPUTS[stage].items():
+        if (work / name).exists():
+            whole(work / name)
+            present.append(name)
+    if all_present:
+        assert present == list(OUTPUTS[stage])
+    return present
+
+
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, prepared: Path, trained_model: Path,
-              tiny_raw: Path) -> Path:
-    """Inputs every stage can start from."""
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """params for a CNN that trains long enough (3 epochs) for a signal to land mid-run."""
     work = tmp_path_factory.mktemp("faults")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(epochs=4, batch_size=128, device="cpu", val_size=100)
+    params.update(epochs=3, batch_size=256, device="cpu", val_size=100)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copytree(tiny_raw, work / "raw-ready")
-    (work / "eval-ready.json").write_text(json.dumps(
-        {"accuracy": 0.9, "errors": 1, "f1_macro": 0.9, "loss": 0.1}))
     return work
 
 
-@pytest.mark.parametrize("stage", list(OUTPUTS))
-def test_killed_stage_never_leaves_an_acceptable_looking_partial_output(
-        stage: str, workspace: Path, prepared: Path, trained_model: Path) -> None:
-    rng = random.Random(stage)
-    command = stage_command(stage, workspace, prepared, trained_model)
-    outputs, accept = OUTPUTS[stage]
-    started = time.monotonic()
-    subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, check=True, timeout=300)
-    full = time.monotonic() - started
-    for signum in (signal.SIGKILL, signal.SIGINT, signal.SIGKILL):
-        for name in outputs:
-            target = workspace / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        process = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.4, 1.0) * full)
-        process.send_signal(signum)
-        process.wait(timeout=120)
-        present = [name for name in outputs if (workspace / name).exists()]
-        if present:
-            accept(workspace)  # whatever is at an output path is complete and valid
-        subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, check=True, timeout=300)
-        accept(workspace)
-    assert not [p.name for p in workspace.iterdir() if p.name.endswith(".tmp")]
+@pytest.fixture
+def work(tmp_path: Path, tiny_raw: Path) -> Path:
+    """A folder with the inputs every stage can start from."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(epochs=3, batch_size=256, device="cpu", val_size=100, model="mlp")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(tiny_raw, tmp_path / "raw-ready")
+    (tmp_path / "eval-ready.json").write_text(json.dumps({"accuracy": 0.9, "errors": 1, "f1_macro": 0.9, "loss": 0.1}))
+    return tmp_path
 
 
-def test_sigint_mid_training_exits_cleanly_and_resumes_to_the_same_model(workspace: Path, prepared: Path) -> None:
-    work = workspace / "resume"
-    work.mkdir()
-    shutil.copy(workspace / "params.yaml", work)
-    command = stage_command("train", work, prepared, work / "model.pt")
-    subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, check=True, timeout=300)
-    reference = torch.load(work / "model.pt", weights_only=True)["state_dict"]
-    (work / "model.pt").unlink()
-    process = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not (work / "ck.pt").exists() and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
-    assert not (work / "model.pt").exists()
-    resumed = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, check=True, timeout=300)
-    assert "resuming from" in resumed.stderr
-    state = torch.load(work / "model.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(reference[k], state[k]) for k in reference)
+@pytest.mark.parametrize(("stage", "point"), [
+    ("preprocess", "mid-write"),     # a temporary half written; the output folder untouched
+    ("evaluate", "before-rename"),   # every temporary complete, none in place
+    ("export", "after-rename"),      # model.onnx in place, model.pt2 and the rest not
+    ("train", "epoch"),              # the checkpoint of epoch 1 saved: the next run resumes from it
+    ("export", "verify"),            # inside the comparison with PyTorch
+])
+def test_a_crash_leaves_nothing_half_written_and_the_next_run_finishes(
+        stage: str, point: str, work: Path, prepared: Path, trained_model: Path) -> None:
+    arguments = stage_arguments(stage, work, prepared, trained_model)
+    crashed = subprocess.run([sys.executable, "-m", "tests.crash", point, f"stages.{stage}", *arguments],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == CRASHED, crashed.stderr[-2000:]
+    check_outputs(stage, work, all_present=False)
+    rerun = subprocess.run(stage_command(stage, work, prepared, trained_model), cwd=REPO, env=ENV,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    check_outputs(stage, work, all_present=True)
+    if point == "epoch":
+        assert "resuming from" in rerun.stderr and "after epoch 1" in rerun.stderr
+    assert leftovers(work) == []
 
 
 @pytest.mark.parametrize("stage", ["train", "evaluate"])
@@ -212,88 +215,62 @@ def test_train_refuses_corrupt_prepared_tensors(workspace: Path, prepared: Path,
         (broken / split).write_bytes(data)
     else:
         torch.save(data, broken / split)
-    command = stage_command("train", tmp_path, broken, tmp_path / "model.pt")
-    command[command.index("--params") + 1] = str(workspace / "params.yaml")
-    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    arguments = stage_arguments("train", tmp_path, broken, tmp_path / "model.pt")
+    arguments[arguments.index("--params") + 1] = str(workspace / "params.yaml")
+    result = CliRunner().invoke(train.main, arguments)
+    assert result.exit_code == 1
+    assert message in result.output and result.output.count("\n") == 1, result.output
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_garbled_gzip_in_data_dir_is_one_clear_line(workspace: Path, tmp_path: Path) -> None:
+def test_garbled_gzip_in_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     local = tmp_path / "local"
     shutil.copytree(DATASETS["mnist"].bundled_dir, local)
     data = (local / "train-labels-idx1-ubyte.gz").read_bytes()
     (local / "train-labels-idx1-ubyte.gz").write_bytes(data[:100])
     (tmp_path / "params.yaml").write_text(f"dataset: mnist\ndata_dir: {local}\n")
-    command = [sys.executable, "-m", "stages.download", "--params", str(tmp_path / "params.yaml"),
-               "--out", str(tmp_path / "raw"), "--offline"]
-    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert done.stderr.strip() == (f"Error: {local / 'train-labels-idx1-ubyte.gz'}: corrupt or truncated gzip "
-                                   "(Compressed file ended before the end-of-stream marker was reached)")
-    assert not (tmp_path / "raw").exists()
+    result = CliRunner().invoke(download.main, ["--params", str(tmp_path / "params.yaml"),
+                                                "--out", str(tmp_path / "raw"), "--offline"])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {local / 'train-labels-idx1-ubyte.gz'}: corrupt or truncated gzip "
+                             "(Compressed file ended before the end-of-stream marker was reached)\n")
+    assert not (tmp_path / "raw").exists() and leftovers(tmp_path) == []
 
 
-@pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Path:
-    root = tmp_path_factory.mktemp("faults-dvc")
-    return make_repo(root / "repo", tiny_dataset, root / "remote")
-
-
-def lock_outputs(repo: Path) -> dict[str, str]:
-    """Every output's hash in dvc.lock, data, models, model card and committed record alike."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
-
-
-def shown_metrics(repo: Path) -> dict[str, object]:
-    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)[""]["data"]
-    return {path: entry["data"] for path, entry in shown.items()}
-
-
-def test_two_full_forced_runs_give_identical_hashes_and_metrics(pipeline_repo: Path) -> None:
-    dvc(pipeline_repo, "repro", "--force")
-    first = lock_outputs(pipeline_repo), shown_metrics(pipeline_repo)
-    dvc(pipeline_repo, "repro", "--force")
-    second = lock_outputs(pipeline_repo), shown_metrics(pipeline_repo)
-    assert first == second
-    assert {"data/raw", "data/prepared", "models/model.pt", "models/model.onnx", "models/model.pt2",
-            "models/model_card.md", "metrics/train.json", "metrics/eval/confusion.csv"} <= set(first[0])
-
-
-def test_concurrent_repro_fails_cleanly_on_the_lock(pipeline_repo: Path) -> None:
-    dvc(pipeline_repo, "repro")
-    git(pipeline_repo, "add", "-A")
-    git(pipeline_repo, "commit", "-qm", "baseline")
-    dvc_bin = str(Path(sys.executable).parent / "dvc")
-    first = subprocess.Popen([dvc_bin, "repro", "--force", "train"], cwd=pipeline_repo, env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)
-    second = dvc(pipeline_repo, "repro", "--force", "train", check=False)
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 0, out + err
+def test_a_second_dvc_repro_fails_cleanly_on_the_lock(dvc_repo: Path) -> None:
+    set_params(dvc_repo, epochs=200)
+    first = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "train"], cwd=dvc_repo,
+                             env={**ENV, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        for line in first.stdout:  # DVC holds its lock from here until the stage ends
+            if "Running stage 'train'" in line:
+                break
+        second = dvc(dvc_repo, "repro", "train", check=False)
+        assert first.poll() is None, "the first run ended before the second one started"
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.communicate(timeout=120)
     assert second.returncode != 0
     assert "lock" in (second.stdout + second.stderr).lower()
-    assert "Data and pipelines are up to date." in dvc(pipeline_repo, "repro").stdout
-    load_model(pipeline_repo / "models" / "model.pt")
 
 
-def test_interrupted_dvc_repro_resumes_training_from_the_checkpoint(pipeline_repo: Path) -> None:
-    set_params(pipeline_repo, epochs=40)
-    dvc(pipeline_repo, "repro", "preprocess")
-    checkpoint = pipeline_repo / "models" / "checkpoint.pt"
-    dvc_bin = str(Path(sys.executable).parent / "dvc")
-    process = subprocess.Popen([dvc_bin, "repro"], cwd=pipeline_repo, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+@pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
+def test_ctrl_c_during_dvc_repro_exits_cleanly_and_the_next_repro_resumes_training(dvc_repo: Path) -> None:
+    set_params(dvc_repo, epochs=8)
+    checkpoint = dvc_repo / "models" / "checkpoint.pt"
+    process = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=dvc_repo, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     while not checkpoint.exists() and process.poll() is None:
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches dvc and the stage alike
     output, _ = process.communicate(timeout=120)
     assert process.returncode != 0, output
-    assert not (pipeline_repo / "models" / "model.pt").exists()
-    resumed = dvc(pipeline_repo, "repro")
+    assert "[train] interrupted: completed epochs are in models/checkpoint.pt; run again to resume" in output
+    assert "Traceback" not in output
+    assert not (dvc_repo / "models" / "model.pt").exists()
+    resumed = dvc(dvc_repo, "repro")
     assert "resuming from models/checkpoint.pt after epoch" in resumed.stdout + resumed.stderr
-    assert json.loads((pipeline_repo / "metrics" / "train.json").read_text())["epochs_run"] == 40
-    assert not checkpoint.exists()
-    assert "Data and pipelines are up to date." in dvc(pipeline_repo, "repro").stdout
+    assert json.loads((dvc_repo / "metrics" / "train.json").read_text())["epochs_run"] == 8
+    assert not checkpoint.exists() and leftovers(dvc_repo / "models") == []
+    assert "Data and pipelines are up to date." in dvc(dvc_repo, "repro").stdout
