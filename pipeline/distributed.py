@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ def process_info() -> ProcessInfo:
 
 
 def init_process_group(info: ProcessInfo, device: torch.device) -> None:
-    """Join the process group when several processes train."""
+    """Join the process group when several processes train (each CUDA process on its own GPU)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if info.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
@@ -50,6 +55,15 @@ def all_sum(values: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
     if info.distributed:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def from_main(value: T, info: ProcessInfo) -> T:
+    """Rank 0's `value` on every process, so that decisions (resume, stop) cannot differ between ranks."""
+    if not info.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def sync_buffers(model: nn.Module, info: ProcessInfo) -> None:

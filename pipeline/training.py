@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.atomic import save_torch
-from pipeline.distributed import ProcessInfo, all_sum, sync_buffers
+from pipeline.distributed import ProcessInfo, all_sum, from_main, sync_buffers
 from pipeline.errors import PipelineError
 from pipeline.models import build_model, uses_channels_last
 from pipeline.prepared import Split
@@ -232,9 +232,10 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
     scheduler = make_scheduler(cfg, optimizer, cfg.epochs * steps_per_epoch)
     state = TrainState()
 
-    checkpoint, why_not = load_checkpoint(checkpoint_path, run_id)
-    if checkpoint is None and checkpoint_path.exists():
+    checkpoint, why_not = load_checkpoint(checkpoint_path, run_id) if info.is_main else (None, "")
+    if info.is_main and checkpoint is None and checkpoint_path.exists():
         log.info("%s not resumed: %s; training starts afresh", checkpoint_path, why_not)
+    checkpoint = from_main(checkpoint, info)  # rank 0 decides, so ranks can never start from different epochs
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -251,7 +252,8 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
     stopped = cfg.patience > 0 and state.bad_epochs >= cfg.patience
     while state.epoch < cfg.epochs and not stopped:
         epoch = state.epoch
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation and dropout: resumable per epoch
+        # augmentation: resumable per epoch, and each rank draws its own (rank 0 alone draws what one process would)
+        torch.manual_seed(cfg.seed * 1_000_003 + info.rank * 1_000 + epoch)
         order = epoch_order(len(train), cfg.seed, epoch, info)
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False) \
             if show_progress and info.is_main else None
@@ -277,7 +279,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
             state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             state.bad_epochs += 1
-        stopped = cfg.patience > 0 and state.bad_epochs >= cfg.patience
+        stopped = from_main(cfg.patience > 0 and state.bad_epochs >= cfg.patience, info)
         if info.is_main:
             save_torch(checkpoint_path, {
                 "fingerprint": run_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -22,6 +22,7 @@ from pipeline.model_file import load_model
 from pipeline.models import MODELS, build_model
 from pipeline.params import MAX_SEED
 from pipeline.prepared import load_split, load_stats
+from pipeline.train_config import load_train_config
 from pipeline.training import epoch_order, fingerprint, fit, resolve_device
 from stages import train
 from tests.helpers import REPO, quick_config, small_split
@@ -231,19 +232,27 @@ def test_stage_rejects_bad_params_before_work(prepared: Path, tmp_path: Path, ke
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_ddp_with_two_cpu_processes(prepared: Path, tmp_path: Path) -> None:
+def test_two_cpu_processes_train_like_one_and_an_interrupted_two_process_run_resumes(prepared: Path,
+                                                                                     tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
-    params = write_params(tmp_path, epochs=2, model="cnn", device="cpu")
+    params = write_params(tmp_path, epochs=3, model="cnn", device="cpu")
+    arguments = ["--params", str(params), "--data", str(data), "--model-out", str(tmp_path / "model.pt"),
+                 "--metrics", str(tmp_path / "train.json"), "--record-dir", str(tmp_path / "metrics"),
+                 "--checkpoint", str(tmp_path / "ck.pt")]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-               "stages.train", "--params", str(params), "--data", str(data), "--model-out", str(tmp_path / "model.pt"),
-               "--metrics", str(tmp_path / "train.json"), "--record-dir", str(tmp_path / "metrics"),
-               "--checkpoint", str(tmp_path / "ck.pt")]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    crashed = subprocess.run([*torchrun, "tests.crash", "epoch", "stages.train", *arguments], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert crashed.returncode != 0 and (tmp_path / "ck.pt").exists() and not (tmp_path / "model.pt").exists()
+    done = subprocess.run([*torchrun, "stages.train", *arguments], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 process(es)" in done.stderr
+    assert "2 process(es)" in done.stderr and "resuming from" in done.stderr and "after epoch 1" in done.stderr
     summary = json.loads((tmp_path / "train.json").read_text())
-    assert summary["epochs_run"] == 2 and summary["val_acc"] > 0.9
+    assert summary["epochs_run"] == 3
+    one_process = fit(load_train_config(params), load_split(data / "train.pt"), load_split(data / "val.pt"),
+                      *(load_stats(data)[k] for k in ("mean", "std")), ProcessInfo(), tmp_path / "one.pt", {"run": "1"})
+    assert abs(summary["val_acc"] - one_process.state.history[-1]["val_acc"]) < 0.02  # the same accuracy band
     model, _ = load_model(tmp_path / "model.pt")
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
