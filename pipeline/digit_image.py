@@ -12,6 +12,23 @@ from pipeline.errors import PipelineError
 MAX_PIXELS = 40_000_000
 BOX, CANVAS = 20, 28
 INK_THRESHOLD = 0.2
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's 16/32-bit integer and float gray
+
+
+def scaled_by_range(values: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit and float gray levels to [0, 1] by their range (8-bit conversion would clip them).
+
+    Non-negative whole numbers are divided by the smallest of 2^8-1, 2^16-1, 2^32-1 that holds their
+    maximum; values already in [0, 1] stay; anything else is stretched from its minimum to its maximum.
+    """
+    values = np.nan_to_num(values, nan=0.0)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and np.array_equal(values, np.round(values)) and high > 1:
+        top = next(limit for limit in (2**8 - 1, 2**16 - 1, 2**32 - 1) if high <= limit)
+        return (values / top).astype(np.float32)
+    if low >= 0 and high <= 1:
+        return values.astype(np.float32)
+    return ((values - low) / max(high - low, 1e-12)).astype(np.float32)
 
 
 def load_grayscale(path: Path) -> np.ndarray:
@@ -23,10 +40,13 @@ def load_grayscale(path: Path) -> np.ndarray:
                 raise PipelineError(f"{path}: image of {image.width}x{image.height} pixels is too large "
                                     f"(at most {MAX_PIXELS:,} pixels)")
             image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, image.convert("RGBA"))
-            gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
+            if image.mode in WIDE_MODES:
+                gray = scaled_by_range(np.asarray(image, dtype=np.float64))
+            else:
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(white, image.convert("RGBA"))
+                gray = np.asarray(image.convert("L"), dtype=np.float32) / 255
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found") from None
     except IsADirectoryError:
@@ -53,6 +73,8 @@ def to_mnist(gray: np.ndarray, name: str = "image") -> np.ndarray:
     resized = Image.fromarray((crop * 255).astype(np.uint8)).resize((width, height), Image.LANCZOS)
     digit = np.asarray(resized, dtype=np.float32) / 255
     total = digit.sum()
+    if total == 0:
+        raise PipelineError(f"{name}: no digit found (the marks are too small to survive scaling to 20x20)")
     ys, xs = np.indices(digit.shape)
     centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
     top = int(np.clip(round(CANVAS / 2 - centre_y), 0, CANVAS - height))

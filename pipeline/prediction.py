@@ -19,7 +19,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict_files(session: Any, classes: list[str], files: list[Path]) -> list[dict[str, Any]]:
-    """One result per file: label and probability, or the error that stopped it."""
+    """One result per file: label and probability, or the error that stopped it (never the others)."""
     results, ready, batch = [], [], []
     for path in files:
         try:
@@ -28,6 +28,8 @@ def predict_files(session: Any, classes: list[str], files: list[Path]) -> list[d
             results.append({"file": str(path)})
         except PipelineError as exc:
             results.append({"file": str(path), "error": str(exc)})
+        except Exception as exc:  # anything else a strange file provokes is still that file's error alone
+            results.append({"file": str(path), "error": f"{path}: cannot be prepared ({type(exc).__name__}: {exc})"})
     if batch:
         probs = softmax(run_logits(session, np.stack(batch).astype(np.float32)))
         for index, row in zip(ready, probs, strict=True):

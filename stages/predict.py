@@ -12,6 +12,8 @@ from pipeline.errors import PipelineError
 from pipeline.onnx_session import class_names, open_session
 from pipeline.prediction import predict_files
 
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "model.onnx"
+
 
 @click.command(help="""Print the predicted label and its probability for each image FILE.
 
@@ -20,7 +22,8 @@ were (grayscale, fitted into 20x20, centred by mass in 28x28) and run through th
 with onnxruntime. Files that cannot be read are reported and the others still predicted;
 the exit status is 1 if any file failed.""")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", default="models/model.onnx", show_default=True, type=click.Path(path_type=Path))
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, type=click.Path(path_type=Path),
+              help="The exported model (default: this project's, wherever predict is run from).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
 def main(files: tuple[Path, ...], model: Path, as_json: bool) -> None:
     try:

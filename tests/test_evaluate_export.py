@@ -18,6 +18,7 @@ from pipeline.evaluation import predict_logits, to_pixels
 from pipeline.model_file import load_model
 from pipeline.prepared import load_split
 from stages import evaluate, export, predict
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the module fixtures once
 
@@ -198,3 +199,33 @@ def test_evaluate_refuses_mismatched_test_tensors(trained_model: Path, prepared:
     assert result.exit_code == 1
     assert "images must be uint8 N x 28 x 28, got torch.float32 (10, 28, 28)" in result.output
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_predict_reads_16_bit_and_float_images_by_their_range(exported: Path, prepared: Path, tmp_path: Path) -> None:
+    digit = np.array(Image.fromarray(255 - load_split(prepared / "test.pt").images[0].numpy()).resize((140, 140)))
+    Image.fromarray(digit).save(tmp_path / "8bit.png")
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
+    Image.fromarray(digit.astype(np.float32) / 255, mode="F").save(tmp_path / "float.tif")
+    result = invoke(predict.main, tmp_path / "8bit.png", tmp_path / "16bit.png", tmp_path / "float.tif",
+                    "--model", exported / "model.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    read = [(r["label"], r["probability"]) for r in json.loads(result.output)]
+    assert read[0][0] == "7" and read[1] == read[0] and read[2][0] == "7"
+
+
+def test_a_file_that_fails_late_is_its_own_error_and_json_stays_valid(exported: Path, prepared: Path,
+                                                                      tmp_path: Path) -> None:
+    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    specks = np.full((1000, 1000), 255, np.uint8)
+    specks[100, 100] = specks[900, 850] = 0  # two dust specks: nothing left after scaling to 20x20
+    Image.fromarray(specks).save(tmp_path / "specks.png")
+    result = CliRunner().invoke(predict.main, [str(tmp_path / "specks.png"), str(good), "--model",
+                                               str(exported / "model.onnx"), "--json"])
+    assert result.exit_code == 1
+    parsed = json.loads(result.stdout)
+    assert "no digit found" in parsed[0]["error"] and parsed[1]["label"] == "7"
+
+
+def test_the_default_model_is_this_projects_wherever_predict_runs() -> None:
+    default = next(p.default for p in predict.main.params if p.name == "model")
+    assert Path(default).is_absolute() and Path(default) == REPO / "models" / "model.onnx"
