@@ -117,11 +117,24 @@ def test_metrics_are_committed_and_shown(dvc_repo: Path) -> None:
     assert metrics["metrics/train.json"]["data"]["epochs_run"] == 1
 
 
-def test_plots_render_offline(dvc_repo: Path, tmp_path: Path) -> None:
-    dvc(dvc_repo, "plots", "show", "-o", str(tmp_path / "plots"))
-    html = (tmp_path / "plots" / "index.html").read_text()
-    assert "confusion" in html.lower()
-    assert len(list((tmp_path / "plots").rglob("*.png"))) == 3
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_plots_diff_draws_its_charts_with_no_network(dvc_repo: Path, tmp_path: Path) -> None:
+    dvc(dvc_repo, "plots", "diff", "main", "-o", str(tmp_path / "plots"))
+    page = tmp_path / "plots" / "index.html"
+    assert "cdn.jsdelivr" not in page.read_text()
+    offline = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9"]  # no name, no route out
+    dom = run(tmp_path, CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'profile'}", *offline, "--virtual-time-budget=10000", "--dump-dom",
+              page.as_uri(), timeout=120).stdout
+    marks = {kind: dom.count(f'class="mark-{kind}') for kind in ("line", "rect", "text")}
+    assert marks["line"] >= 5, marks  # the five per-epoch series
+    assert marks["rect"] >= 2 and marks["text"] > 20, marks  # confusion matrix, F1 bars, axes
+    figures = sorted(path.name for path in (tmp_path / "plots").rglob("*.png"))
+    assert len(figures) == 6 and sum(name.startswith("main_") for name in figures) == 3  # 3 per revision
 
 
 @pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
