@@ -4,7 +4,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench clean
+.PHONY: setup repro test lint bench compare report clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,19 @@ test: setup lint
 lint: setup
 	ruff check .
 
-bench: setup
+bench: setup   # fresh results go to bench/results/local/; add --update to replace the committed ones
 	python -m bench.mlp_speed
+
+# Experiments and main side by side in under 100 columns: changed params, test accuracy, errors, val accuracy
+# (--drop takes whole column names)
+compare: setup
+	dvc exp show --only-changed --sort-by metrics/eval.json:accuracy --drop '$(COMPARE_DROP)'
+
+# report/report.md: this workspace against BASE (default main), for a pull request
+report: setup
+	python -m stages.report $(or $(BASE),main)
+
+COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes
 
 clean:
 	rm -rf $(VENV) data/raw data/prepared models/*.pt models/*.pt2 models/*.onnx

@@ -1,7 +1,8 @@
 """Benchmark: the tutorials' per-sample DataLoader loop against this trainer, on the 784-128-64-10 MLP.
 
 Needs `dvc repro` to have produced data/raw and data/prepared. Prints seconds per epoch both ways and
-time to reach the target test accuracy, and writes bench/results/mlp_speed.json.
+time to reach the target test accuracy, and writes bench/results/local/mlp_speed.json
+(`--update` replaces the committed bench/results/mlp_speed.json).
 """
 
 from __future__ import annotations
@@ -124,8 +125,12 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
 @click.option("--max-epochs", default=15, show_default=True)
 @click.option("--raw", default="data/raw", type=click.Path(path_type=Path), show_default=True)
 @click.option("--prepared", default="data/prepared", type=click.Path(path_type=Path), show_default=True)
-@click.option("--out", default="bench/results/mlp_speed.json", type=click.Path(path_type=Path), show_default=True)
-def main(epochs: int, target: float, max_epochs: int, raw: Path, prepared: Path, out: Path) -> None:
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Where to write the report [default: bench/results/local/mlp_speed.json, git-ignored].")
+@click.option("--update", is_flag=True, help="Replace the committed bench/results/mlp_speed.json instead.")
+def main(epochs: int, target: float, max_epochs: int, raw: Path, prepared: Path, out: Path | None,
+         update: bool) -> None:
+    out = out or Path("bench/results" if update else "bench/results/local") / "mlp_speed.json"
     torch.set_num_threads(os.cpu_count() or 1)
     tutorial = run_tutorial(raw, epochs, target, max_epochs)
     trainer = run_trainer(prepared, epochs, target, max_epochs)

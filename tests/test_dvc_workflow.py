@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -154,6 +156,13 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
     assert "accuracy" in metrics["metrics/eval.json"]
     markdown = dvc(dvc_repo, "params", "diff", "main", "--md").stdout
     assert markdown.startswith("| Path") and "| params.yaml | lr " in markdown
+    run(dvc_repo, sys.executable, "-m", "stages.report", "main")
+    report = (dvc_repo / "report" / "report.md").read_text()
+    assert re.search(r"\| params\.yaml +\| lr +\| 0\.0\d+ +\| 0\.01 ", report), report
+    assert re.search(r"\| metrics/eval\.json +\| accuracy +\|", report), report
+    for image in ("main-curves.png", "workspace-curves.png", "main-confusion.png", "workspace-confusion.png"):
+        assert f"]({image})" in report and (dvc_repo / "report" / image).read_bytes().startswith(b"\x89PNG")
+    assert md5(dvc_repo / "report" / "main-curves.png") != md5(dvc_repo / "report" / "workspace-curves.png")
     git(dvc_repo, "checkout", "-q", "main")  # back to the params that ran first: restored, not retrained
     back = dvc(dvc_repo, "repro").stdout
     assert "Running stage" not in back, back
@@ -162,23 +171,42 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
 
 
 @pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
-def test_experiment_with_set_param_appears_in_exp_show(dvc_repo: Path) -> None:
+def experiments(repo: Path, *flags: str) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: its data}."""
+    shown = json.loads(dvc(repo, "exp", "show", "--json", *flags).stdout)
+    return {exp["name"]: exp["revs"][0]["data"] for rev in shown for exp in (rev.get("experiments") or [])}
+
+
+def test_an_experiment_is_shown_applied_and_shared_through_git_and_the_dvc_remote(dvc_repo: Path,
+                                                                                  tmp_path: Path) -> None:
     dvc(dvc_repo, "exp", "run", "-n", "lr-002", "-S", "lr=0.002", "-S", "model=mlp")
-    shown = json.loads(dvc(dvc_repo, "exp", "show", "--json").stdout)
-    experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
-    ours = [e for e in experiments if e.get("name") == "lr-002"]
-    assert ours, shown
-    data = ours[0]["revs"][0]["data"]
+    data = experiments(dvc_repo)["lr-002"]
     assert data["params"]["params.yaml"]["data"]["lr"] == 0.002
     assert data["metrics"]["metrics/eval.json"]["data"]["accuracy"] > 0
     dvc(dvc_repo, "exp", "apply", "lr-002")
     assert "lr: 0.002" in (dvc_repo / "params.yaml").read_text()
 
+    origin = tmp_path / "origin.git"  # the team's git server, and the DVC remote the template set up
+    run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
+    git(dvc_repo, "remote", "add", "origin", str(origin))
+    git(dvc_repo, "push", "-q", "origin", "main")
+    dvc(dvc_repo, "exp", "push", "origin", "lr-002")  # the experiment's git ref, and its outputs to the remote
+    teammate = tmp_path / "teammate"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(teammate))
+    remote = dvc(dvc_repo, "remote", "list", "--local").stdout.split()[1]
+    dvc(teammate, "remote", "modify", "--local", "storage", "url", remote)
+    dvc(teammate, "exp", "pull", "origin", "lr-002")
+    assert experiments(teammate, "-A")["lr-002"]["params"]["params.yaml"]["data"]["lr"] == 0.002
+    dvc(teammate, "exp", "apply", "lr-002")
+    dvc(teammate, "pull")
+    for artifact in ("models/model.pt", "models/model.onnx", "metrics/eval.json"):
+        assert md5(teammate / artifact) == md5(dvc_repo / artifact), artifact
+
 
 @pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
-def test_two_queued_experiments_run_side_by_side(dvc_repo: Path) -> None:
-    for lr in ("0.003", "0.005"):
-        dvc(dvc_repo, "exp", "run", "--queue", "-n", f"q-{lr}", "-S", f"lr={lr}", "-S", "model=mlp")
+def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(dvc_repo: Path) -> None:
+    queued = dvc(dvc_repo, "exp", "run", "--queue", "-S", "lr=0.003,0.005", "-S", "model=mlp").stdout
+    assert queued.count("Queued experiment") == 2, queued
     dvc(dvc_repo, "queue", "start", "-j", "2")
     try:
         deadline = time.monotonic() + 400
@@ -190,9 +218,10 @@ def test_two_queued_experiments_run_side_by_side(dvc_repo: Path) -> None:
         assert status.count("Success") == 2, status
     finally:
         dvc(dvc_repo, "queue", "stop", check=False)
-    shown = json.loads(dvc(dvc_repo, "exp", "show", "--json").stdout)
-    names = {exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])}
-    assert {"q-0.003", "q-0.005"} <= names
+    grid = experiments(dvc_repo)
+    assert sorted(data["params"]["params.yaml"]["data"]["lr"] for data in grid.values()) == [0.003, 0.005]
+    ranked = dvc(dvc_repo, "exp", "show", "--sort-by", "metrics/eval.json:accuracy", "--md").stdout
+    assert ranked.count("| ├──") + ranked.count("| └──") == 2, ranked
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_the_model(dvc_repo: Path, tmp_path: Path) -> None:
