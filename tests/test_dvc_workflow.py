@@ -179,7 +179,7 @@ def experiments(repo: Path, *flags: str) -> dict[str, dict]:
 
 def test_an_experiment_is_shown_applied_and_shared_through_git_and_the_dvc_remote(dvc_repo: Path,
                                                                                   tmp_path: Path) -> None:
-    dvc(dvc_repo, "exp", "run", "-n", "lr-002", "-S", "lr=0.002", "-S", "model=mlp")
+    dvc(dvc_repo, "exp", "run", "-n", "lr-002", "-S", "lr=0.002", "-S", "model=mlp2")
     data = experiments(dvc_repo)["lr-002"]
     assert data["params"]["params.yaml"]["data"]["lr"] == 0.002
     assert data["metrics"]["metrics/eval.json"]["data"]["accuracy"] > 0
@@ -205,7 +205,7 @@ def test_an_experiment_is_shown_applied_and_shared_through_git_and_the_dvc_remot
 
 @pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
 def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(dvc_repo: Path) -> None:
-    queued = dvc(dvc_repo, "exp", "run", "--queue", "-S", "lr=0.003,0.005", "-S", "model=mlp").stdout
+    queued = dvc(dvc_repo, "exp", "run", "--queue", "-S", "lr=0.003,0.005").stdout
     assert queued.count("Queued experiment") == 2, queued
     dvc(dvc_repo, "queue", "start", "-j", "2")
     try:

@@ -238,7 +238,7 @@ def test_garbled_gzip_in_data_dir_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_a_second_dvc_repro_fails_cleanly_on_the_lock(dvc_repo: Path) -> None:
-    set_params(dvc_repo, epochs=200)
+    set_params(dvc_repo, epochs=200, model="cnn")
     first = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro", "train"], cwd=dvc_repo,
                              env={**ENV, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
@@ -257,7 +257,7 @@ def test_a_second_dvc_repro_fails_cleanly_on_the_lock(dvc_repo: Path) -> None:
 
 @pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
 def test_ctrl_c_during_dvc_repro_exits_cleanly_and_the_next_repro_resumes_training(dvc_repo: Path) -> None:
-    set_params(dvc_repo, epochs=8)
+    set_params(dvc_repo, epochs=8, model="cnn")  # epochs long enough for the signal to land mid-training
     checkpoint = dvc_repo / "models" / "checkpoint.pt"
     process = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=dvc_repo, env=ENV,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
