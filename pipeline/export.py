@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -93,7 +92,7 @@ def verify(model: nn.Module, onnx_path: Path, program_path: Path, pixels: torch.
     program = torch.export.load(program_path).module()
     report = {
         "images": len(pixels),
-        "onnx": compare(reference, torch.from_numpy(np.asarray(onnx_logits))),
+        "onnx": compare(reference, torch.from_numpy(onnx_logits)),
         "torch_export": compare(reference, predict_logits(program, pixels)),
     }
     for name in ("onnx", "torch_export"):

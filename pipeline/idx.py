@@ -85,17 +85,18 @@ def copy_idx(source: Path, dest: Path, shape_rule: Callable[[tuple[int, ...]], s
             first = stream.read(4)
             header = first + stream.read(4 * first[3]) if len(first) == 4 else first
             shape = parse_header(header, str(source))
+            dims = "x".join(map(str, shape))
             problem = shape_rule(shape)
             if problem:
-                raise PipelineError(f"{source}: header says {'x'.join(map(str, shape))}: {problem}")
+                raise PipelineError(f"{source}: header says {dims}: {problem}")
             digest = hashlib.md5(header, usedforsecurity=False)
             out.write(header)
-            expected = len(header) + math.prod(shape)
             remaining = math.prod(shape)
+            expected = len(header) + remaining
             while remaining:
                 chunk = stream.read(min(CHUNK, remaining))
                 if not chunk:
-                    raise PipelineError(f"{source}: truncated: header says {'x'.join(map(str, shape))} = "
+                    raise PipelineError(f"{source}: truncated: header says {dims} = "
                                         f"{expected} bytes, file ends after {expected - remaining}")
                 digest.update(chunk)
                 out.write(chunk)

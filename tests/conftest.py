@@ -12,17 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.idx import read_idx_images, read_idx_labels
 from pipeline.model_file import save_model
 from pipeline.preparation import prepare
 from pipeline.prepared import save_split
-from pipeline.sources import DATASETS
 from tests.dvc_repo import build_template
-from tests.helpers import REPO, make_raw, quick_config, write_tiny_dataset
+from tests.helpers import REPO, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
 
 TEMPLATE_BUILDER = pytest.StashKey[subprocess.Popen]()
 
-BUNDLED = DATASETS["mnist"].bundled_dir
 os.environ["MNIST_OFFLINE"] = "1"  # tests never touch the network
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # two workers on two cores: one thread each
@@ -31,12 +28,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(scope="session")
 def mnist_arrays() -> dict[str, torch.Tensor]:
     """The real MNIST tensors, read once from the bundled copy."""
-    return {
-        "train_images": read_idx_images(BUNDLED / "train-images-idx3-ubyte.gz"),
-        "train_labels": read_idx_labels(BUNDLED / "train-labels-idx1-ubyte.gz"),
-        "test_images": read_idx_images(BUNDLED / "t10k-images-idx3-ubyte.gz"),
-        "test_labels": read_idx_labels(BUNDLED / "t10k-labels-idx1-ubyte.gz"),
-    }
+    return read_bundled_mnist()
 
 
 @pytest.fixture(scope="session")

@@ -71,19 +71,12 @@ def build_template(folder: Path) -> Path:
     """
     from filelock import FileLock
 
-    from pipeline.idx import read_idx_images, read_idx_labels
-    from pipeline.sources import DATASETS
-    from tests.helpers import write_tiny_dataset
+    from tests.helpers import read_bundled_mnist, write_tiny_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder / "lock")):
         if not (folder / "ready").exists():
-            bundled = DATASETS["mnist"].bundled_dir
-            arrays = {"train_images": read_idx_images(bundled / "train-images-idx3-ubyte.gz"),
-                      "train_labels": read_idx_labels(bundled / "train-labels-idx1-ubyte.gz"),
-                      "test_images": read_idx_images(bundled / "t10k-images-idx3-ubyte.gz"),
-                      "test_labels": read_idx_labels(bundled / "t10k-labels-idx1-ubyte.gz")}
-            data = write_tiny_dataset(folder / "data", arrays, 1000, 300)
+            data = write_tiny_dataset(folder / "data", read_bundled_mnist(), 1000, 300)
             repo = make_repo(folder / "repo", data, folder / "remote")
             repro = dvc(repo, "repro").stdout
             assert all(f"Running stage '{stage}'" in repro for stage in STAGES), repro

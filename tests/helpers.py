@@ -7,13 +7,27 @@ from pathlib import Path
 
 import torch
 
-from pipeline.idx import write_idx
+from pipeline.idx import read_idx_images, read_idx_labels, write_idx
 from pipeline.prepared import Split
 from pipeline.raw import FILES, write_manifest
-from pipeline.sources import CUSTOM_CREDIT, DIGITS
+from pipeline.sources import CUSTOM_CREDIT, DATASETS, DIGITS
 from pipeline.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def read_bundled_mnist() -> dict[str, torch.Tensor]:
+    """The real MNIST tensors from the copy bundled in data/bundled/mnist."""
+    bundled = DATASETS["mnist"].bundled_dir
+    return {"train_images": read_idx_images(bundled / "train-images-idx3-ubyte.gz"),
+            "train_labels": read_idx_labels(bundled / "train-labels-idx1-ubyte.gz"),
+            "test_images": read_idx_images(bundled / "t10k-images-idx3-ubyte.gz"),
+            "test_labels": read_idx_labels(bundled / "t10k-labels-idx1-ubyte.gz")}
+
+
+def idx_header(magic: int, *dims: int) -> bytes:
+    """An IDX header: the magic number, then one big-endian size per dimension."""
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
 
 
 def write_tiny_dataset(folder: Path, arrays: dict[str, torch.Tensor], n_train: int, n_test: int) -> Path:

@@ -19,6 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.raw import FILES, MANIFEST, read_manifest
 from pipeline.sources import DATASETS, dataset_spec, fetch_dataset, reachable
 from stages import download
+from tests.helpers import idx_header
 
 MNIST = DATASETS["mnist"]
 
@@ -129,10 +130,6 @@ def test_fashion_mnist_from_debian(tmp_path: Path) -> None:
     source = fetch_dataset(DATASETS["fashion-mnist"], str(tmp_path / "none"), tmp_path, offline=True)
     assert source == "/usr/share/datasets/fashion-mnist"
     assert all((tmp_path / name).is_file() for name in FILES)
-
-
-def idx_header(magic: int, *dims: int) -> bytes:
-    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
 
 
 def write_gzip(path: Path, header: bytes, zeros: int) -> Path:

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.idx import read_idx_images, read_idx_labels, write_idx
+from tests.helpers import idx_header
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])
@@ -32,17 +33,13 @@ def write_bytes(tmp_path: Path, data: bytes, name: str = "bad-idx3-ubyte") -> Pa
     return path
 
 
-def header(magic: int, *dims: int) -> bytes:
-    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
-
-
 @pytest.mark.parametrize(("data", "message"), [
-    (header(0x00000D03, 1, 28, 28) + bytes(784), "bad magic number 0x00000d03"),
-    (header(0x00000803, 2, 28, 28) + bytes(784), "truncated: header says 2x28x28"),
-    (header(0x00000803, 1, 28, 28) + bytes(790), "has trailing bytes"),
-    (header(0x00000803, 1, 28), "truncated header"),
+    (idx_header(0x00000D03, 1, 28, 28) + bytes(784), "bad magic number 0x00000d03"),
+    (idx_header(0x00000803, 2, 28, 28) + bytes(784), "truncated: header says 2x28x28"),
+    (idx_header(0x00000803, 1, 28, 28) + bytes(790), "has trailing bytes"),
+    (idx_header(0x00000803, 1, 28), "truncated header"),
     (b"\x00\x00", "too short"),
-    (header(0x00000803, 0, 28, 28), "dimension of size 0"),
+    (idx_header(0x00000803, 0, 28, 28), "dimension of size 0"),
 ])
 def test_malformed_images_rejected(tmp_path: Path, data: bytes, message: str) -> None:
     path = write_bytes(tmp_path, data)
@@ -52,19 +49,19 @@ def test_malformed_images_rejected(tmp_path: Path, data: bytes, message: str) ->
 
 
 def test_labels_file_given_as_images_rejected(tmp_path: Path) -> None:
-    path = write_bytes(tmp_path, header(0x00000801, 3) + bytes(3))
+    path = write_bytes(tmp_path, idx_header(0x00000801, 3) + bytes(3))
     with pytest.raises(PipelineError, match="expected 3 dimensions"):
         read_idx_images(path)
 
 
 def test_label_out_of_range_rejected(tmp_path: Path) -> None:
-    path = write_bytes(tmp_path, header(0x00000801, 3) + bytes([1, 12, 3]))
+    path = write_bytes(tmp_path, idx_header(0x00000801, 3) + bytes([1, 12, 3]))
     with pytest.raises(PipelineError, match="label 12 out of range 0-9"):
         read_idx_labels(path)
 
 
 def test_truncated_gzip_rejected(tmp_path: Path) -> None:
-    data = gzip.compress(header(0x00000803, 1, 28, 28) + bytes(784))
+    data = gzip.compress(idx_header(0x00000803, 1, 28, 28) + bytes(784))
     path = write_bytes(tmp_path, data[: len(data) // 2], "x-idx3-ubyte.gz")
     with pytest.raises(PipelineError, match="corrupt or truncated gzip"):
         read_idx_images(path)
