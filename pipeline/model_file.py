@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.atomic import save_torch
 from pipeline.errors import PipelineError
-from pipeline.models import INPUT_SHAPE, MODELS, Normalized, build_model
+from pipeline.models import CNN_WIDTH, INPUT_SHAPE, MODELS, TTA_OFFSETS, Normalized, ShiftAveraged, build_model
 
 FORMAT = "mnist-pipeline-model/1"
 
@@ -49,16 +49,23 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def load_model(path: Path | str) -> tuple[Normalized, dict[str, Any]]:
-    """The model in eval mode, taking [0, 1] pixels (normalization inside), and the file's metadata."""
+def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
+    """The model in eval mode, taking [0, 1] pixels (normalization and any test-time shifts inside), and the
+    file's metadata."""
     data = read_model_file(path)
-    model = build_model(data["model"])
+    params = data["params"] if isinstance(data.get("params"), dict) else {}
+    if params.get("tta_shifts", 0) not in TTA_OFFSETS:
+        raise PipelineError(f"{path}: unknown tta_shifts {params['tta_shifts']!r}, expected one of 0, 4, 8")
+    model = build_model(data["model"], params.get("width", CNN_WIDTH))
     try:
         model.load_state_dict(data["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise PipelineError(f"{path}: weights do not fit model '{data['model']}' ({first[:200]})") from None
     norm = data["normalization"]
-    wrapped = Normalized(model, norm["mean"], norm["std"]).eval()
+    wrapped: nn.Module = Normalized(model, norm["mean"], norm["std"])
+    if params.get("tta_shifts", 0):
+        wrapped = ShiftAveraged(wrapped, params["tta_shifts"])
+    wrapped.eval()
     meta = {k: v for k, v in data.items() if k != "state_dict"}
     return wrapped, meta

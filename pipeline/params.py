@@ -20,8 +20,9 @@ from pipeline.errors import PipelineError
 ALL_KEYS = (
     "dataset", "data_dir",                                   # download
     "val_size", "split_seed",                                # preprocess
-    "model", "optimizer", "lr", "momentum", "nesterov",      # train
-    "weight_decay", "scheduler", "label_smoothing", "augment", "batch_size", "epochs", "patience", "seed", "device",
+    "model", "width", "optimizer", "lr", "momentum", "nesterov",  # train
+    "weight_decay", "scheduler", "label_smoothing", "augment", "rotate_deg", "zoom", "ema_decay", "tta_shifts",
+    "batch_size", "epochs", "patience", "seed", "device",
 )
 MAX_SEED = 2**32 - 1
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.models import MODELS
+from pipeline.models import MODELS, TTA_OFFSETS
 from pipeline.params import MAX_SEED, Param, boolean, choice, integer, load_params, number
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -21,6 +21,8 @@ def _one_of(options: tuple[str, ...]) -> str:
 TRAIN_PARAMS = {
     "model": Param(_one_of(tuple(MODELS)), choice(*MODELS),
                    "cnn (default), mlp (784-128-10) or mlp2 (784-128-64-10), the tutorials' baselines"),
+    "width": Param("an integer from 4 to 256", integer(4, 256),
+                   "CNN channels of the first convolution (the others are 2x and the hidden layer 4x); MLPs ignore it"),
     "optimizer": Param(_one_of(OPTIMIZERS), choice(*OPTIMIZERS), "sgd (with momentum), adam or adamw"),
     "lr": Param("a number > 0 and < 10", number(0.0, 10.0, low_open=True), "peak learning rate"),
     "momentum": Param("a number >= 0 and < 1", number(0.0, 1.0), "SGD momentum (ignored by adam/adamw)"),
@@ -30,6 +32,16 @@ TRAIN_PARAMS = {
     "label_smoothing": Param("a number >= 0 and < 1", number(0.0, 1.0), "cross-entropy label smoothing"),
     "augment": Param("true or false", boolean,
                      "shift each training image by its own random whole-pixel offset (up to 2 px each way)"),
+    "rotate_deg": Param("a number >= 0 and < 90", number(0.0, 90.0),
+                        "rotate each training image by its own random angle up to this many degrees; 0 is off"),
+    "zoom": Param("a number >= 0 and < 0.5", number(0.0, 0.5),
+                  "scale each training image by its own random factor in 1 ± zoom; 0 is off"),
+    "ema_decay": Param("a number >= 0 and < 1", number(0.0, 1.0),
+                       "keep an exponential moving average of the weights, updated every batch, as the model "
+                       "that is validated and saved; 0 is off"),
+    "tta_shifts": Param("0, 4 or 8", choice(*TTA_OFFSETS),
+                        "test-time augmentation in the saved and exported model: average the logits of the image "
+                        "and its 4 (or 8) one-pixel shifts; 0 is off"),
     "batch_size": Param("an integer from 1 to 65536", integer(1, 65536), "global batch size (split across processes)"),
     "epochs": Param("an integer from 1 to 1000", integer(1, 1000), "maximum number of epochs"),
     "patience": Param("an integer from 0 to 1000", integer(0, 1000),
@@ -45,6 +57,7 @@ class TrainConfig:
     """The train stage's params, validated (see TRAIN_PARAMS for meaning and allowed values)."""
 
     model: str
+    width: int
     optimizer: str
     lr: float
     momentum: float
@@ -53,6 +66,10 @@ class TrainConfig:
     scheduler: str
     label_smoothing: float
     augment: bool
+    rotate_deg: float
+    zoom: float
+    ema_decay: float
+    tta_shifts: int
     batch_size: int
     epochs: int
     patience: int

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from pipeline.atomic import save_torch
+from pipeline.augmentation import random_affine, random_shift
 from pipeline.distributed import ProcessInfo, all_sum, from_main, sync_buffers
 from pipeline.errors import PipelineError
 from pipeline.models import build_model, uses_channels_last
@@ -28,7 +30,6 @@ from pipeline.train_config import TrainConfig
 
 log = logging.getLogger("train")
 EVAL_BATCH = 2000
-MAX_SHIFT_PX = 2
 
 
 @dataclass
@@ -63,23 +64,6 @@ def device_tensors(split: Split, mean: float, std: float, device: torch.device,
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, split.labels.to(device)
-
-
-def random_shift(images: torch.Tensor, background: float) -> torch.Tensor:
-    """Shift every image of a batch by its own random whole-pixel offset (up to 2 px each way).
-
-    One vectorized gather for the whole batch. Whole pixels keep the digits as sharp as the test
-    images (sub-pixel affine resampling blurs them), and torchvision's v2 transforms draw one
-    offset per call, so a batch would share a single shift.
-    """
-    n, _, height, width = images.shape
-    pad = MAX_SHIFT_PX
-    padded = F.pad(images, (pad, pad, pad, pad), value=background)[:, 0]
-    dy = torch.randint(0, 2 * pad + 1, (n, 1, 1), device=images.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1, 1), device=images.device)
-    rows = dy + torch.arange(height, device=images.device).view(1, height, 1)
-    cols = dx + torch.arange(width, device=images.device).view(1, 1, width)
-    return padded[torch.arange(n, device=images.device).view(n, 1, 1), rows, cols].unsqueeze(1)
 
 
 def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
@@ -127,10 +111,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss.item() / len(labels), correct.item() / len(labels)
 
 
+def augment(batch: torch.Tensor, cfg: TrainConfig, background: float) -> torch.Tensor:
+    """The training batch as the model sees it: rotated and scaled, then shifted, as the params ask."""
+    if cfg.rotate_deg or cfg.zoom:
+        batch = random_affine(batch, background, cfg.rotate_deg, cfg.zoom)
+    return random_shift(batch, background) if cfg.augment else batch
+
+
 def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
                     batch_size: int, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, cfg: TrainConfig,
-                    background: float, progress: tqdm | None) -> torch.Tensor:
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, ema: AveragedModel | None,
+                    cfg: TrainConfig, background: float, progress: tqdm | None) -> torch.Tensor:
     """One pass over `order` in slices; returns [loss sum, correct, count] (on the device)."""
     model.train()
     totals = torch.zeros(3, device=images.device, dtype=torch.float64)
@@ -139,9 +130,7 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     order = order.to(images.device)
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        batch, target = images[index], labels[index]
-        if cfg.augment:
-            batch = random_shift(batch, background)
+        batch, target = augment(images[index], cfg, background), labels[index]
         with autocast:
             logits = model(batch)
         loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
@@ -150,6 +139,8 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         with torch.no_grad():
             totals += torch.stack([loss.detach().double() * len(target),
                                    (logits.argmax(1) == target).sum().double(),
@@ -216,7 +207,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         torch.use_deterministic_algorithms(True)
     channels_last = uses_channels_last(cfg.model)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model, cfg.width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     x_train, y_train = device_tensors(train, mean, std, device, channels_last)
@@ -230,6 +221,10 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
     steps_per_epoch = math.ceil(per_rank / local_batch)
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer, cfg.epochs * steps_per_epoch)
+    # the averaged weights (and BatchNorm statistics) are what is validated and kept
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
+        if cfg.ema_decay else None
+    kept = ema.module if ema is not None else model
     state = TrainState()
 
     checkpoint, why_not = load_checkpoint(checkpoint_path, run_id) if info.is_main else (None, "")
@@ -241,6 +236,8 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
         state = TrainState(**checkpoint["state"])
         log.info("resuming from %s after epoch %d", checkpoint_path, state.epoch)
         for record in state.history:
@@ -258,16 +255,17 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False) \
             if show_progress and info.is_main else None
         started = time.perf_counter()
-        totals = train_one_epoch(ddp, x_train, y_train, order, local_batch, optimizer, scheduler, cfg,
+        totals = train_one_epoch(ddp, x_train, y_train, order, local_batch, optimizer, scheduler, ema, cfg,
                                  background, bar)
         totals = all_sum(totals, info)
-        sync_buffers(model, info)
+        for module in (model,) if kept is model else (model, kept):
+            sync_buffers(module, info)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - started
         if bar is not None:
             bar.close()
-        val_loss, val_acc = evaluate(model, x_val, y_val, cfg.label_smoothing)
+        val_loss, val_acc = evaluate(kept, x_val, y_val, cfg.label_smoothing)
         loss_sum, correct, count = totals.tolist()
         record = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                   "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
@@ -276,17 +274,18 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         state.epoch, state.history = epoch + 1, [*state.history, record]
         if val_loss < state.best_val_loss:
             state.best_val_loss, state.best_epoch, state.bad_epochs = val_loss, epoch + 1, 0
-            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state.best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
         else:
             state.bad_epochs += 1
         stopped = from_main(cfg.patience > 0 and state.bad_epochs >= cfg.patience, info)
         if info.is_main:
             save_torch(checkpoint_path, {
                 "fingerprint": run_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else {}, "state": asdict(state)})
+                "scheduler": scheduler.state_dict() if scheduler is not None else {},
+                "ema": ema.state_dict() if ema is not None else {}, "state": asdict(state)})
         on_epoch(record)
 
-    model.load_state_dict(state.best_state)
+    kept.load_state_dict(state.best_state)
     train_seconds = sum(r["seconds"] for r in state.history)
-    return FitResult(model.cpu().eval(), state, train_seconds, len(state.history) * per_rank * info.world_size,
+    return FitResult(kept.cpu().eval(), state, train_seconds, len(state.history) * per_rank * info.world_size,
                      resumed_from)

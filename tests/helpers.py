@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from click.testing import CliRunner, Result
 
 from pipeline.idx import read_idx_images, read_idx_labels, write_idx
 from pipeline.prepared import Split
@@ -60,9 +61,9 @@ def make_raw(folder: Path, dataset: Path) -> Path:
 
 def quick_config(**overrides: object) -> TrainConfig:
     """A CPU config that trains in about a second on the `prepared` fixture."""
-    values = dict(model="cnn", optimizer="adamw", lr=0.004, momentum=0.9, nesterov=False, weight_decay=0.0005,
-                  scheduler="onecycle", label_smoothing=0.1, augment=True, batch_size=128, epochs=2, patience=0,
-                  seed=3, device="cpu")
+    values = dict(model="cnn", width=16, optimizer="adamw", lr=0.004, momentum=0.9, nesterov=False,
+                  weight_decay=0.0005, scheduler="onecycle", label_smoothing=0.1, augment=True, rotate_deg=0.0,
+                  zoom=0.0, ema_decay=0.0, tta_shifts=0, batch_size=128, epochs=2, patience=0, seed=3, device="cpu")
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -72,3 +73,8 @@ def small_split(n: int = 64) -> Split:
     generator = torch.Generator().manual_seed(n)
     return Split(torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator),
                  torch.arange(n, dtype=torch.int64) % 10)
+
+
+def invoke(command, *args: object) -> Result:
+    """Run a click command in-process with `args` turned into strings."""
+    return CliRunner().invoke(command, [str(a) for a in args])

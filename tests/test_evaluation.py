@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.augmentation import MAX_SHIFT_PX, random_affine, random_shift
 from pipeline.evaluation import confusion_matrix, per_class_report
-from pipeline.training import MAX_SHIFT_PX, random_shift
 
 
 def test_macro_precision_recall_and_f1_match_hand_computed_values() -> None:
@@ -53,3 +53,18 @@ def test_random_shift_moves_each_image_by_its_own_offset_and_keeps_all_ink() -> 
                            images[i, 0, rows[i]:rows[i] + 3, cols[i]:cols[i] + 3])  # moved whole, not resampled
         offsets.add((dy, dx))
     assert len(offsets) > 10, "the images of a batch share their offsets"
+
+
+def test_random_affine_turns_each_image_its_own_way_and_keeps_the_background() -> None:
+    background = -0.4
+    images = torch.full((64, 1, 28, 28), background)
+    images[:, :, 6:22, 12:16] = 2.0  # an upright bar in the middle
+    torch.manual_seed(0)
+    turned = random_affine(images, background, max_degrees=30, max_scale=0.1)
+    assert torch.allclose(turned[:, :, :3], torch.full_like(turned[:, :, :3], background))  # the margins stay blank
+    ink = (turned - background).clamp(min=0)
+    mass = ink.sum(dim=(1, 2, 3)) / (images - background).sum(dim=(1, 2, 3))
+    assert ((mass > 0.75) & (mass < 1.3)).all()  # scaled by at most 10% each way: area within about 21%
+    assert len({tuple(i.flatten().round(decimals=2).tolist()) for i in turned}) == len(images)
+    unchanged = random_affine(images, background, max_degrees=0, max_scale=0)
+    assert torch.allclose(unchanged, images, atol=1e-5)

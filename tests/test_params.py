@@ -21,12 +21,14 @@ SCHEMA = {key: spec for schema in SCHEMAS.values() for key, spec in schema.items
 WRONG_TYPE = {
     "dataset": 3, "data_dir": 5, "val_size": "many", "split_seed": 2.5, "seed": 1.5, "model": ["cnn"],
     "optimizer": None, "lr": "fast", "momentum": "high", "nesterov": "yes", "weight_decay": [0.1], "scheduler": 1,
-    "label_smoothing": True, "augment": 1, "batch_size": 32.0, "epochs": "3", "patience": False, "device": 0,
+    "label_smoothing": True, "augment": 1, "width": 16.0, "rotate_deg": "wide", "zoom": False, "ema_decay": [],
+    "tta_shifts": "4", "batch_size": 32.0, "epochs": "3", "patience": False, "device": 0,
 }
 OUT_OF_RANGE = {
     "dataset": "cifar10", "data_dir": " ", "val_size": 0, "split_seed": -1, "seed": 2**32, "model": "resnet50",
     "optimizer": "lbfgs", "lr": 0, "momentum": 1.0, "weight_decay": -0.1, "scheduler": "step",
-    "label_smoothing": 1.0, "batch_size": 0, "epochs": 0, "patience": -2, "device": "tpu",
+    "label_smoothing": 1.0, "width": 2, "rotate_deg": 90, "zoom": 0.5, "ema_decay": 1.0, "tta_shifts": 2,
+    "batch_size": 0, "epochs": 0, "patience": -2, "device": "tpu",
 }
 
 

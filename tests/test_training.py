@@ -74,8 +74,10 @@ def test_cpu_training_is_bit_identical(prepared: Path, tmp_path: Path) -> None:
         assert torch.equal(a, b), name
 
 
-def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: Path) -> None:
-    reference = fit_prepared(prepared, tmp_path / "ref.pt", epochs=3)
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "rotate_deg": 10.0, "zoom": 0.1}],
+                         ids=["plain", "ema-affine"])
+def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: Path, extra: dict) -> None:
+    reference = fit_prepared(prepared, tmp_path / "ref.pt", epochs=3, **extra)
     checkpoint = tmp_path / "ck.pt"
     stats = load_stats(prepared)
 
@@ -84,11 +86,11 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: P
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(quick_config(epochs=3), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-            stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, epochs=3),
+        fit(quick_config(epochs=3, **extra), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
+            stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, epochs=3, **extra),
             interrupt_after_first_epoch)
     assert checkpoint.exists()
-    resumed = fit_prepared(prepared, checkpoint, epochs=3)
+    resumed = fit_prepared(prepared, checkpoint, epochs=3, **extra)
     assert resumed.resumed_from == 1
     assert [r["val_loss"] for r in resumed.state.history] == [r["val_loss"] for r in reference.state.history]
     for a, b in zip(reference.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
