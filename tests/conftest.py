@@ -16,7 +16,7 @@ from pipeline.model_file import save_model
 from pipeline.preparation import prepare
 from pipeline.prepared import save_split
 from tests.dvc_repo import build_template
-from tests.helpers import REPO, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
+from tests.helpers import REPO, invoke, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
 
 TEMPLATE_BUILDER = pytest.StashKey[subprocess.Popen]()
 
@@ -53,6 +53,32 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_arrays: dict[str, t
     for name, split in splits.items():
         save_split(out / f"{name}.pt", split)
     (out / "stats.json").write_text(json.dumps(stats))
+    return out
+
+
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path) -> Path:
+    """The evaluate stage's outputs for `trained_model` on the `prepared` test split."""
+    from stages import evaluate
+
+    out = tmp_path_factory.mktemp("evaluated")
+    result = invoke(evaluate.main, "--model", trained_model, "--data", prepared, "--metrics", out / "eval.json",
+                    "--plots-dir", out / "eval")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path, evaluated: Path) -> Path:
+    """The export stage's outputs for `trained_model`: model.onnx, model.pt2, the model card and export.json."""
+    from stages import export
+
+    out = tmp_path_factory.mktemp("exported")
+    result = invoke(export.main, "--model", trained_model, "--data", prepared,
+                    "--eval-metrics", evaluated / "eval.json", "--onnx-out", out / "model.onnx",
+                    "--program-out", out / "model.pt2", "--card-out", out / "model_card.md",
+                    "--metrics", out / "export.json")
+    assert result.exit_code == 0, result.output
     return out
 
 

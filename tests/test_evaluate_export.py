@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.errors import PipelineError
@@ -18,33 +18,9 @@ from pipeline.evaluation import predict_logits, to_pixels
 from pipeline.model_file import load_model
 from pipeline.prepared import load_split
 from stages import evaluate, export, predict
-from tests.helpers import REPO
+from tests.helpers import REPO, invoke
 
-pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the module fixtures once
-
-
-def invoke(command, *args: object) -> Result:
-    return CliRunner().invoke(command, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path) -> Path:
-    out = tmp_path_factory.mktemp("evaluated")
-    result = invoke(evaluate.main, "--model", trained_model, "--data", prepared, "--metrics", out / "eval.json",
-                    "--plots-dir", out / "eval")
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path, evaluated: Path) -> Path:
-    out = tmp_path_factory.mktemp("exported")
-    result = invoke(export.main, "--model", trained_model, "--data", prepared,
-                    "--eval-metrics", evaluated / "eval.json", "--onnx-out", out / "model.onnx",
-                    "--program-out", out / "model.pt2", "--card-out", out / "model_card.md",
-                    "--metrics", out / "export.json")
-    assert result.exit_code == 0, result.output
-    return out
+pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the exported model once
 
 
 def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_model: Path, prepared: Path) -> None:
@@ -88,6 +64,27 @@ def test_onnx_has_dynamic_batch_and_normalization_inside(exported: Path, trained
         assert logits.shape == (batch, 10)
         assert np.abs(logits - model(pixels).detach().numpy()).max() < 1e-4
     assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == [str(d) for d in range(10)]
+
+
+def test_test_time_shifts_are_inside_the_exported_graphs(trained_model: Path, evaluated: Path, prepared: Path,
+                                                        tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    data = torch.load(trained_model, weights_only=True)
+    data["params"] = {**data["params"], "tta_shifts": 4}
+    torch.save(data, tmp_path / "tta.pt")
+    result = invoke(export.main, "--model", tmp_path / "tta.pt", "--data", prepared,
+                    "--eval-metrics", evaluated / "eval.json", "--onnx-out", tmp_path / "model.onnx",
+                    "--program-out", tmp_path / "model.pt2", "--card-out", tmp_path / "card.md",
+                    "--metrics", tmp_path / "export.json")
+    assert result.exit_code == 0, result.output  # ONNX and .pt2 agree with PyTorch on every test image
+    plain, _ = load_model(trained_model)
+    pixels = to_pixels(load_split(prepared / "test.pt").images[:5])
+    padded = torch.nn.functional.pad(pixels, (1, 1, 1, 1))
+    views = [padded[:, :, 1 + dy:29 + dy, 1 + dx:29 + dx] for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))]
+    expected = torch.stack([predict_logits(plain, view) for view in views]).mean(0)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"pixels": pixels.numpy()})[0] - expected.numpy()).max() < 1e-4
 
 
 def digit_png(image: np.ndarray, path: Path, invert: bool, scale: int) -> Path:

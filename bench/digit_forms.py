@@ -1,0 +1,117 @@
+"""Real MNIST test digits redrawn in the forms people feed `predict`: pens, pages, lighting, files.
+
+Each digit's strokes are traced (skeleton of the upscaled digit) and drawn again with a pen of a
+chosen width on a canvas of a chosen size, then the form's paper, lighting or file format is
+applied. Used by tests/test_predict_forms.py (a floor per form) and bench/predict_forms.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+
+def pen_drawing(digit: np.ndarray, canvas: int, box: int, pen: float,
+                offset: tuple[int, int] | None = None) -> np.ndarray:
+    """The digit's strokes traced and drawn with a round pen `pen` pixels wide, its 20x20 box scaled to
+    `box` pixels, on a `canvas` x `canvas` page (centred, or with its top-left at `offset`): ink in [0, 1]."""
+    size = round(box * 28 / 20)
+    upscaled = np.asarray(Image.fromarray(digit).resize((size, size), Image.BICUBIC)) > 127
+    trace = skeletonize(upscaled)
+    ink = np.clip(pen / 2 + 0.5 - ndimage.distance_transform_edt(~trace), 0, 1)
+    top, left = offset if offset is not None else ((canvas - size) // 2, (canvas - size) // 2)
+    page = np.zeros((canvas, canvas), dtype=np.float32)
+    page[top:top + size, left:left + size] = ink[:canvas - top, :canvas - left]
+    return page
+
+
+def on_paper(ink: np.ndarray, paper: float | np.ndarray = 1.0, pen: float = 0.0) -> Image.Image:
+    """Ink laid on paper: gray levels from `paper` (a level or an image) towards `pen`, as 8-bit."""
+    gray = paper + (pen - paper) * ink
+    return Image.fromarray(np.round(np.clip(gray, 0, 1) * 255).astype(np.uint8))
+
+
+def as_jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """The image after a round trip through JPEG at `quality`."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def thin_pen(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 4 px pen on a 1000 px white page (a drawing app or a photo of paper)."""
+    return on_paper(pen_drawing(digit, 1000, 700, 4))
+
+
+def thin_pen_small(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 2 px pen on a 300 px page."""
+    return on_paper(pen_drawing(digit, 300, 200, 2))
+
+
+def thick_pen(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A marker: 24 px strokes on a 280 px page."""
+    return on_paper(pen_drawing(digit, 280, 180, 24))
+
+
+def inverted(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """White chalk on a black board, 400 px."""
+    return on_paper(pen_drawing(digit, 400, 260, 14), paper=0.05, pen=0.95)
+
+
+def small_off_centre(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 100 px digit somewhere on a 1200 px page, away from the centre."""
+    top, left = (int(v) for v in rng.integers(40, 1200 - 180, size=2))
+    return on_paper(pen_drawing(digit, 1200, 100, 5, offset=(top, left)))
+
+
+def low_contrast(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Gray pencil on gray paper: ink at 0.62 on paper at 0.82 (a hazy, faded scan)."""
+    return on_paper(pen_drawing(digit, 300, 200, 10), paper=0.82, pen=0.62)
+
+
+def gradient(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Uneven lighting: paper from 0.45 to 1.0 across the page in a random direction."""
+    angle = rng.uniform(0, 2 * np.pi)
+    ys, xs = np.mgrid[0:400, 0:400] / 399
+    ramp = (np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5)) / np.sqrt(0.5) + 0.5
+    return on_paper(pen_drawing(digit, 400, 260, 10), paper=0.45 + 0.55 * np.clip(ramp, 0, 1), pen=0.1)
+
+
+def jpeg(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A photo's file: 8 px pen, 300 px, JPEG quality 25."""
+    return as_jpeg(on_paper(pen_drawing(digit, 300, 200, 8)), quality=25)
+
+
+def colour_pen(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A blue ballpoint (30, 70, 200) on cream paper (250, 244, 225), RGB, 500 px, 5 px pen."""
+    ink = pen_drawing(digit, 500, 340, 5)[..., None]
+    paper, pen = np.array([250, 244, 225]) / 255, np.array([30, 70, 200]) / 255
+    return Image.fromarray(np.round((paper + (pen - paper) * ink) * 255).astype(np.uint8), "RGB")
+
+
+@dataclass(frozen=True)
+class Form:
+    """One way people hand `predict` a digit: how it is made and the file type it travels in."""
+
+    name: str
+    make: Callable[[np.ndarray, np.random.Generator], Image.Image]
+    suffix: str = ".png"
+
+
+FORMS = (
+    Form("thin pen, 1000 px", thin_pen),
+    Form("thin pen, 300 px", thin_pen_small),
+    Form("thick pen", thick_pen),
+    Form("inverted", inverted),
+    Form("small, off-centre", small_off_centre),
+    Form("low contrast", low_contrast),
+    Form("gradient", gradient),
+    Form("JPEG q25", jpeg, ".jpg"),
+    Form("colour pen", colour_pen),
+)

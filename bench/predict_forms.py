@@ -1,0 +1,75 @@
+"""Benchmark: predict's accuracy on real MNIST test digits redrawn in the forms people feed it.
+
+Needs `dvc repro` (data/prepared/test.pt and models/model.onnx). Each form gets the same digits (the
+first N of the test split), written to files and read back through `python -m stages.predict`'s own
+code path. Writes bench/results/local/predict_forms.json (`--update` replaces the committed
+bench/results/predict_forms.json).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+from bench.digit_forms import FORMS, Form
+from bench.mlp_speed import machine
+from pipeline.onnx_session import class_names, open_session
+from pipeline.prediction import predict_files
+from pipeline.prepared import load_split
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def form_files(form: Form, digits: np.ndarray, folder: Path, seed: int = 0) -> list[Path]:
+    """Each digit drawn in `form`, saved in the form's file type; the same pages for the same seed."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, digit in enumerate(digits):
+        path = folder / f"{index:04d}{form.suffix}"
+        form.make(digit, rng).save(path)
+        files.append(path)
+    return files
+
+
+def form_accuracy(session: object, files: list[Path], labels: np.ndarray) -> tuple[float, int]:
+    """Share of files that predict labels correctly (a file it cannot read counts as wrong), and errors."""
+    classes = class_names(session)
+    results = predict_files(session, classes, files)
+    right = sum(r.get("label") == classes[label] for r, label in zip(results, labels, strict=True))
+    return right / len(files), sum("error" in r for r in results)
+
+
+@click.command(help=__doc__)
+@click.option("--digits", default=300, show_default=True, help="Test digits per form.")
+@click.option("--model", default="models/model.onnx", show_default=True, type=click.Path(path_type=Path))
+@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--update", is_flag=True, help="Replace the committed results instead of writing to results/local/.")
+def main(digits: int, model: Path, data: Path, update: bool) -> None:
+    test = load_split(data / "test.pt")
+    images, labels = test.images[:digits].numpy(), test.labels[:digits].numpy()
+    session = open_session(model)
+    report: dict[str, object] = {"machine": machine(), "digits_per_form": digits, "forms": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for form in FORMS:
+            files = form_files(form, images, Path(tmp) / form.name.replace(" ", "_").replace(",", ""))
+            started = time.perf_counter()
+            accuracy, failed = form_accuracy(session, files, labels)
+            seconds = time.perf_counter() - started
+            report["forms"][form.name] = {"accuracy": round(accuracy, 4), "unreadable": failed,
+                                          "ms_per_image": round(1000 * seconds / digits, 1)}
+            click.echo(f"{form.name:<20} {accuracy:7.2%}  ({failed} unreadable, "
+                       f"{1000 * seconds / digits:.0f} ms/image)")
+    out = RESULTS / "predict_forms.json" if update else RESULTS / "local" / "predict_forms.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
