@@ -144,14 +144,14 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
         dvc_repo: Path) -> None:
     git(dvc_repo, "checkout", "-q", "-b", "faster-lr")
     old_lr = yaml.safe_load((dvc_repo / "params.yaml").read_text())["lr"]
-    set_params(dvc_repo, lr=0.01)
+    set_params(dvc_repo, lr=0.003)
     repro = dvc(dvc_repo, "repro").stdout
     assert "Running stage 'download'" not in repro and "Running stage 'preprocess'" not in repro
     assert "Running stage 'train'" in repro
-    git(dvc_repo, "commit", "-qam", "lr 0.01")
+    git(dvc_repo, "commit", "-qam", "lr 0.003")
     params = json.loads(dvc(dvc_repo, "params", "diff", "main", "--json").stdout)
     assert params["params.yaml"]["lr"]["old"] == old_lr
-    assert params["params.yaml"]["lr"]["new"] == 0.01
+    assert params["params.yaml"]["lr"]["new"] == 0.003
     metrics = json.loads(dvc(dvc_repo, "metrics", "diff", "main", "--json").stdout)
     assert "accuracy" in metrics["metrics/eval.json"]
     markdown = dvc(dvc_repo, "params", "diff", "main", "--md").stdout
