@@ -6,6 +6,7 @@ records are removed, so the files do not depend on where the project sits (and s
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import time
@@ -34,14 +35,16 @@ def _example() -> tuple[torch.Tensor]:
     return (torch.linspace(0, 1, 2 * 28 * 28).reshape(2, *INPUT_SHAPE),)
 
 
-def export_program(model: nn.Module, path: Path) -> None:
-    """Save a torch.export program (.pt2) with a dynamic batch dimension and no source paths."""
-    program = torch.export.export(model, _example(), dynamic_shapes=_dynamic_batch())
+def export_program(model: nn.Module, path: Path) -> torch.export.ExportedProgram:
+    """Save a torch.export program (.pt2) with a dynamic batch dimension and no source paths; return it."""
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # channels-last weights do not archive
+    program = torch.export.export(plain, _example(), dynamic_shapes=_dynamic_batch())
     for node in program.graph.nodes:
         node.meta.pop("stack_trace", None)
     buffer = io.BytesIO()  # the archive is named after its file: a buffer keeps the bytes reproducible
     torch.export.save(program, buffer)
     path.write_bytes(buffer.getbuffer())
+    return program
 
 
 def _strip_stack_traces(graph: onnx.GraphProto) -> None:
@@ -54,11 +57,14 @@ def _strip_stack_traces(graph: onnx.GraphProto) -> None:
                 _strip_stack_traces(attribute.g)
 
 
-def export_onnx(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Save one self-contained ONNX file (weights inside, dynamic batch) with `metadata` in its properties."""
-    program = torch.onnx.export(model, _example(), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                dynamic_shapes=_dynamic_batch(), verbose=False)
-    proto = program.model_proto
+def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dict[str, str]) -> None:
+    """Save one self-contained ONNX file (weights inside, dynamic batch) with `metadata` in its properties.
+
+    Translates the program `export_program` made, so the model is traced once for both files.
+    """
+    onnx_program = torch.onnx.export(program, _example(), dynamo=True, input_names=[INPUT_NAME],
+                                     output_names=[OUTPUT_NAME], verbose=False)
+    proto = onnx_program.model_proto
     _strip_stack_traces(proto.graph)
     onnx.helper.set_model_props(proto, metadata)
     onnx.checker.check_model(proto, full_check=True)
@@ -89,7 +95,7 @@ def verify(model: nn.Module, onnx_path: Path, program_path: Path, pixels: torch.
     started = time.perf_counter()
     onnx_logits = run_logits(session, pixels.numpy(), BATCH)
     onnx_rate = len(pixels) / (time.perf_counter() - started)
-    program = torch.export.load(program_path).module()
+    program = torch.export.load(program_path).module().to(memory_format=torch.channels_last)  # 4-D weights only
     report = {
         "images": len(pixels),
         "onnx": compare(reference, torch.from_numpy(onnx_logits)),

@@ -11,7 +11,16 @@ from torch import nn
 
 from pipeline.atomic import save_torch
 from pipeline.errors import PipelineError
-from pipeline.models import CNN_WIDTH, INPUT_SHAPE, MODELS, TTA_OFFSETS, Normalized, ShiftAveraged, build_model
+from pipeline.models import (
+    CNN_WIDTH,
+    INPUT_SHAPE,
+    MODELS,
+    TTA_OFFSETS,
+    Normalized,
+    ShiftAveraged,
+    build_model,
+    uses_channels_last,
+)
 
 FORMAT = "mnist-pipeline-model/1"
 
@@ -62,6 +71,8 @@ def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise PipelineError(f"{path}: weights do not fit model '{data['model']}' ({first[:200]})") from None
+    if uses_channels_last(data["model"]):
+        model = model.to(memory_format=torch.channels_last)  # about twice as fast on CPU, same results
     norm = data["normalization"]
     wrapped: nn.Module = Normalized(model, norm["mean"], norm["std"])
     if params.get("tta_shifts", 0):

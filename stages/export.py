@@ -52,8 +52,7 @@ def main(model_path: Path, data: Path, eval_metrics: Path, onnx_out: Path, progr
     pixels = to_pixels(load_split(data / "test.pt").images)
     stats, evaluation = load_stats(data), read_evaluation(eval_metrics)
     with atomic_path(onnx_out) as onnx_tmp, atomic_path(program_out) as program_tmp:
-        export_onnx(model, onnx_tmp, onnx_metadata(meta))
-        export_program(model, program_tmp)
+        export_onnx(export_program(model, program_tmp), onnx_tmp, onnx_metadata(meta))
         report, onnx_rate = verify(model, onnx_tmp, program_tmp, pixels)
         sizes = {"onnx_bytes": onnx_tmp.stat().st_size, "pt2_bytes": program_tmp.stat().st_size}
     write_json(metrics, {**report, **sizes})
