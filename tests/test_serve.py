@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import itertools
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,10 +19,10 @@ from PIL import Image
 from pipeline import serving
 from pipeline.onnx_session import class_names, open_session
 from pipeline.prepared import load_split
+from tests.browser import CHROMEDRIVER, CHROMIUM, chromium, draw
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -113,39 +111,17 @@ def test_serve_binds_to_localhost_and_says_where_in_one_line(exported: Path) -> 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
                                                             "(.ci/run installs them)")
-def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: str, tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.common.action_chains import ActionChains
+def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: str) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=900,700"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver = chromium()
     try:
         driver.get(server)
-        pad = driver.find_element(By.ID, "pad")
-        label = driver.find_element(By.ID, "label")
-
-        def draw(*points: tuple[int, int]) -> str:
-            """Press at the first point (offsets from the pad's centre), drag through the rest, and wait for
-            the page to show the prediction of the finished drawing."""
-            actions = ActionChains(driver).move_to_element_with_offset(pad, *points[0]).click_and_hold()
-            for (x0, y0), (x1, y1) in itertools.pairwise(points):
-                for step in range(1, 9):  # several moves per segment, as a hand makes
-                    actions.move_by_offset(round((x1 - x0) / 8 * step) - round((x1 - x0) / 8 * (step - 1)),
-                                           round((y1 - y0) / 8 * step) - round((y1 - y0) / 8 * (step - 1)))
-            actions.release().perform()
-            WebDriverWait(driver, 20).until(lambda d: label.text and d.execute_script("return !inFlight && !pending"))
-            return label.text
-
-        assert draw((5, -95), (5, 95)) == "1"
+        assert draw(driver, (5, -95), (5, 95)) == "1"
         assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10
         driver.find_element(By.ID, "clear").click()
-        assert label.text == "" and not driver.find_elements(By.CSS_SELECTOR, "#bars .bar")
-        assert draw((-70, -85), (70, -85), (-15, 95)) == "7"
-        driver.save_screenshot(str(tmp_path / "page.png"))
+        assert driver.find_element(By.ID, "label").text == ""
+        assert not driver.find_elements(By.CSS_SELECTOR, "#bars .bar")
+        assert draw(driver, (-70, -85), (70, -85), (-15, 95)) == "7"
     finally:
         driver.quit()

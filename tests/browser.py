@@ -1,0 +1,67 @@
+"""Headless Chromium through Selenium, drawing on the serve page; `python -m tests.browser OUT.png` takes the
+README's screenshot with this project's model."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def chromium() -> Any:
+    """A headless Chromium driven by Debian's chromedriver (no Selenium Manager, no network)."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=760,620"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+
+
+def draw(driver: Any, *points: tuple[int, int]) -> str:
+    """Press on the pad at the first point (offsets from its centre), drag through the rest with several
+    pointer moves per segment, release, and return the label the page shows once it has answered."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    pad, label = driver.find_element(By.ID, "pad"), driver.find_element(By.ID, "label")
+    actions = ActionChains(driver).move_to_element_with_offset(pad, *points[0]).click_and_hold()
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        for step in range(1, 9):
+            actions.move_by_offset(round((x1 - x0) * step / 8) - round((x1 - x0) * (step - 1) / 8),
+                                   round((y1 - y0) * step / 8) - round((y1 - y0) * (step - 1) / 8))
+    actions.release().perform()
+    WebDriverWait(driver, 20).until(lambda d: label.text and d.execute_script("return !inFlight && !pending"))
+    return label.text
+
+
+THREE = ((-60, -80), (0, -100), (60, -70), (10, -5), (70, 50), (0, 100), (-65, 70))
+
+
+def main(out: Path) -> None:
+    from pipeline.onnx_session import class_names, open_session
+    from pipeline.serving import make_server
+    from stages.predict import DEFAULT_MODEL
+
+    session = open_session(DEFAULT_MODEL)
+    server = make_server(session, class_names(session), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    driver = chromium()
+    try:
+        driver.get(f"http://127.0.0.1:{server.server_port}/")
+        print("the page reads", draw(driver, *THREE))
+        driver.save_screenshot(str(out))
+    finally:
+        driver.quit()
+        server.shutdown()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
