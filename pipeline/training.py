@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from pipeline.atomic import save_torch
@@ -27,6 +26,7 @@ from pipeline.errors import PipelineError
 from pipeline.models import build_model, uses_channels_last
 from pipeline.prepared import Split
 from pipeline.train_config import TrainConfig
+from pipeline.weight_average import WeightAverage
 
 log = logging.getLogger("train")
 EVAL_BATCH = 2000
@@ -112,21 +112,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss.item() / len(labels), correct.item() / len(labels)
 
 
-def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
-    """An in-place EMA update for AveragedModel whose decay grows to `decay` as min(decay, (1 + n) / (10 + n)),
-    so that short runs average their recent weights rather than keep their initial ones."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        if not torch.is_floating_point(averaged[0]):  # counters (BatchNorm's batches seen) are taken as they are
-            torch._foreach_copy_(averaged, current)
-            return
-        n = float(updates)
-        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
-
-    return update
-
-
 def augment(batch: torch.Tensor, cfg: TrainConfig, background: float) -> torch.Tensor:
     """The training batch as the model sees it: rotated and scaled, then shifted, as the params ask."""
     if cfg.rotate_deg or cfg.zoom:
@@ -136,7 +121,7 @@ def augment(batch: torch.Tensor, cfg: TrainConfig, background: float) -> torch.T
 
 def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
                     batch_size: int, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, ema: AveragedModel | None,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None, ema: WeightAverage | None,
                     cfg: TrainConfig, background: float, progress: tqdm | None) -> torch.Tensor:
     """One pass over `order` in slices; returns [loss sum, correct, count] (on the device)."""
     model.train()
@@ -157,7 +142,7 @@ def train_one_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update()
         with torch.no_grad():
             loss_sum += loss.detach().double() * len(target)
             correct += (logits.argmax(1) == target).sum()
@@ -239,8 +224,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer, cfg.epochs * steps_per_epoch)
     # the averaged weights (and BatchNorm statistics) are what is validated and kept
-    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True) \
-        if cfg.ema_decay else None
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     kept = ema.module if ema is not None else model
     state = TrainState()
 
