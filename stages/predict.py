@@ -20,8 +20,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "model.onnx"
 Any size, any pen, dark-on-light or light-on-dark, gray or colour, PNG/JPEG/TIFF/...: the ink
 is measured against the local paper (lighting, gradients and haze removed), specks are ignored,
 the stroke width is brought to MNIST's, and the digit is fitted into 20x20 and centred by mass
-in 28x28 as MNIST digits were, then run through the ONNX model with onnxruntime. Files that cannot be read are reported and the others still predicted;
-the exit status is 1 if any file failed.""")
+in 28x28 as MNIST digits were, then run through the ONNX model with onnxruntime. Files that
+cannot be read are reported and the others still predicted; the exit status is 1 if any file
+failed.""")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, type=click.Path(path_type=Path),
               help="The exported model (default: this project's, wherever predict is run from).")

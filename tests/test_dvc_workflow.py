@@ -158,7 +158,7 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
     assert markdown.startswith("| Path") and "| params.yaml | lr " in markdown
     run(dvc_repo, sys.executable, "-m", "stages.report", "main")
     report = (dvc_repo / "report" / "report.md").read_text()
-    assert re.search(r"\| params\.yaml +\| lr +\| 0\.0\d+ +\| 0\.01 ", report), report
+    assert re.search(rf"\| params\.yaml +\| lr +\| {old_lr} +\| 0\.003 ", report), report
     assert re.search(r"\| metrics/eval\.json +\| accuracy +\|", report), report
     for image in ("main-curves.png", "workspace-curves.png", "main-confusion.png", "workspace-confusion.png"):
         assert f"]({image})" in report and (dvc_repo / "report" / image).read_bytes().startswith(b"\x89PNG")
