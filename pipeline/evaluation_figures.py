@@ -29,13 +29,20 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
 
 def plot_misclassified(images: np.ndarray, actual: list[str], predicted: list[str],
                        confidence: list[float], path: Path, columns: int = 8) -> None:
-    """A grid of misclassified images, each titled 'true -> predicted (p)'."""
+    """A grid of misclassified images, each titled 'true -> predicted (p)'.
+
+    One mosaic in one axes: a subplot per image would cost over a second of layout.
+    """
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, true, pred, p in zip(axes.flat, images, actual, predicted, confidence, strict=False):
-        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"{true}→{pred} ({p:.2f})", fontsize=8, color="firebrick")
-    fig.suptitle("most confident mistakes: true→predicted (probability)", fontsize=10)
+    side, gap, title = images.shape[-1] if len(images) else 28, 4, 12  # pixels of a tile, between, above
+    mosaic = np.zeros((rows * (side + gap + title), columns * (side + gap)))
+    fig, ax = plt.subplots(figsize=(columns * 1.3, rows * 1.5))
+    for index, (image, true, pred, p) in enumerate(zip(images, actual, predicted, confidence, strict=False)):
+        top, left = (index // columns) * (side + gap + title) + title, (index % columns) * (side + gap)
+        mosaic[top:top + side, left:left + side] = image
+        ax.text(left + side / 2, top - 2, f"{true}→{pred} ({p:.2f})", ha="center", va="bottom", fontsize=8,
+                color="firebrick")
+    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title("most confident mistakes: true→predicted (probability)", fontsize=10)
     save_figure(fig, path)
