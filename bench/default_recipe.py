@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from bench.mlp_speed import machine
+from bench.report_file import machine, write_report
 from pipeline.distributed import ProcessInfo
 from pipeline.evaluation import predict_logits, to_pixels
 from pipeline.models import Normalized, ShiftAveraged
@@ -25,7 +25,6 @@ from pipeline.prepared import load_split, load_stats
 from pipeline.train_config import TrainConfig, load_train_config
 from pipeline.training import fit
 
-RESULTS = Path(__file__).parent / "results"
 # the default until this benchmark's recipe replaced it (99.53 % in 12 epochs)
 PREVIOUS = dict(model="cnn", width=16, optimizer="adamw", lr=0.006, momentum=0.9, nesterov=False, weight_decay=0.0005,
                 scheduler="onecycle", label_smoothing=0.1, augment=True, rotate_deg=0.0, zoom=0.0, ema_decay=0.0,
@@ -72,10 +71,7 @@ def main(rounds: int, seeds: str, data: Path, update: bool) -> None:
                         "max": max(accuracies)},
     }
     click.echo(json.dumps({k: report[k] for k in ("time_ratio_new_over_previous", "seed_spread")}, indent=2))
-    out = RESULTS / "default_recipe.json" if update else RESULTS / "local" / "default_recipe.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    click.echo(f"-> {out}")
+    click.echo(f"-> {write_report('default_recipe', report, update)}")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ time to reach the target test accuracy, and writes bench/results/local/mlp_speed
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import replace
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from bench.report_file import machine, write_report
 from pipeline.distributed import ProcessInfo
 from pipeline.evaluation import predict_logits, to_pixels
 from pipeline.models import Normalized, build_model
@@ -33,18 +32,6 @@ TRAINER = TrainConfig(model="mlp2", width=16, optimizer="adam", lr=0.005, moment
                       weight_decay=0.0, rotate_deg=0.0, zoom=0.0, ema_decay=0.0, tta_shifts=0,
                       scheduler="onecycle", label_smoothing=0.0, augment=False, batch_size=256, epochs=1,
                       patience=0, seed=0, device="cpu")
-
-
-def machine() -> dict[str, object]:
-    """What the numbers were measured on."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
 
 
 def tutorial_loaders(raw: Path, root: Path) -> tuple[DataLoader, DataLoader]:
@@ -132,7 +119,6 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
 @click.option("--update", is_flag=True, help="Replace the committed bench/results/mlp_speed.json instead.")
 def main(epochs: int, target: float, max_epochs: int, raw: Path, prepared: Path, out: Path | None,
          update: bool) -> None:
-    out = out or Path("bench/results" if update else "bench/results/local") / "mlp_speed.json"
     torch.set_num_threads(os.cpu_count() or 1)
     tutorial = run_tutorial(raw, epochs, target, max_epochs)
     trainer = run_trainer(prepared, epochs, target, max_epochs)
@@ -142,8 +128,7 @@ def main(epochs: int, target: float, max_epochs: int, raw: Path, prepared: Path,
               "epoch_speedup_per_image": round(per_image, 1)}
     if tutorial["to_target"] and trainer["to_target"]:
         report["time_to_target_speedup"] = round(tutorial["to_target"]["seconds"] / trainer["to_target"]["seconds"], 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report("mlp_speed", report, update, out)
     click.echo(f"\nmachine: {report['machine']}")
     click.echo(f"seconds per epoch: tutorial {tutorial['seconds_per_epoch']:.2f} ({tutorial['images_per_epoch']} img), "
                f"trainer {trainer['seconds_per_epoch']:.2f} ({trainer['images_per_epoch']} img); "

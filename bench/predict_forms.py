@@ -8,7 +8,6 @@ bench/results/predict_forms.json).
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,12 +16,10 @@ import click
 import numpy as np
 
 from bench.digit_forms import FORMS, Form
-from bench.mlp_speed import machine
+from bench.report_file import machine, write_report
 from pipeline.onnx_session import class_names, open_session
 from pipeline.prediction import predict_files
 from pipeline.prepared import load_split
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def form_files(form: Form, digits: np.ndarray, folder: Path, seed: int = 0) -> list[Path]:
@@ -65,10 +62,7 @@ def main(digits: int, model: Path, data: Path, update: bool) -> None:
                                           "ms_per_image": round(1000 * seconds / digits, 1)}
             click.echo(f"{form.name:<20} {accuracy:7.2%}  ({failed} unreadable, "
                        f"{1000 * seconds / digits:.0f} ms/image)")
-    out = RESULTS / "predict_forms.json" if update else RESULTS / "local" / "predict_forms.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    click.echo(f"-> {out}")
+    click.echo(f"-> {write_report('predict_forms', report, update)}")
 
 
 if __name__ == "__main__":
