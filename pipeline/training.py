@@ -68,12 +68,14 @@ def device_tensors(split: Split, mean: float, std: float, device: torch.device,
 
 def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov), Adam or AdamW."""
-    # fused: one kernel per step for all parameters instead of a dozen small ones per tensor
+    params = list(params)
+    # fused on CPU and CUDA: one kernel per step for all parameters instead of a dozen small ones per tensor
+    fused = params[0].device.type in ("cpu", "cuda")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay, fused=True)
+                               weight_decay=cfg.weight_decay, fused=fused)
     optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
