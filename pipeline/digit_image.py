@@ -49,16 +49,16 @@ def scaled_by_range(values: np.ndarray) -> np.ndarray:
     return ((values - low) / max(high - low, 1e-12)).astype(np.float32)
 
 
-def load_image(source: Path | BinaryIO, name: str | None = None) -> np.ndarray:
+def load_image(source: Path | BinaryIO, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image in a file (or file object) as float32 in [0, 1]: H x W for gray, H x W x 3 for colour;
     transparency is laid over white. Errors name the file, or `name`."""
     path = name or source
     Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, before decoding
     try:
         with Image.open(source) as image:
-            if image.width * image.height > MAX_PIXELS:
+            if image.width * image.height > max_pixels:
                 raise PipelineError(f"{path}: image of {image.width}x{image.height} pixels is too large "
-                                    f"(at most {MAX_PIXELS:,} pixels)")
+                                    f"(at most {max_pixels:,} pixels)")
             image = ImageOps.exif_transpose(image)
             if image.mode in WIDE_MODES:
                 return scaled_by_range(np.asarray(image, dtype=np.float64))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.digit_image import MAX_PIXELS, load_image, scaled_by_range, to_mnist
+from pipeline.digit_image import load_image, scaled_by_range, to_mnist
 from pipeline.errors import PipelineError
 from pipeline.onnx_session import run_logits
 from pipeline.prediction import softmax
@@ -28,6 +28,7 @@ from pipeline.prediction import softmax
 log = logging.getLogger("serve")
 PAGE = Path(__file__).with_name("draw_page.html")
 MAX_BODY = 10 * 1024 * 1024
+MAX_PIXELS = 4_000_000  # a request's image, decoded (a small file can hold a huge, blank image)
 
 
 class RequestError(Exception):
@@ -57,7 +58,7 @@ def image_from_multipart(content_type: str, body: bytes) -> np.ndarray:
     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     for part in message.iter_parts():
         if part.get_filename() is not None:
-            return load_image(io.BytesIO(part.get_payload(decode=True) or b""), "uploaded file")
+            return load_image(io.BytesIO(part.get_payload(decode=True) or b""), "uploaded file", MAX_PIXELS)
     raise RequestError(HTTPStatus.BAD_REQUEST, "multipart/form-data upload has no file part")
 
 
@@ -69,7 +70,7 @@ def read_digit(content_type: str, body: bytes) -> np.ndarray:
     if kind == "multipart/form-data":
         return image_from_multipart(content_type, body)
     if kind.startswith("image/") or kind == "application/octet-stream":
-        return load_image(io.BytesIO(body), "request body")
+        return load_image(io.BytesIO(body), "request body", MAX_PIXELS)
     raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                        f"Content-Type {kind or '(none)'} is not accepted: send image/*, multipart/form-data or "
                        "application/json")

@@ -85,6 +85,7 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_keeps_serving(
         "too large": (b"\0" * 60_000, "image/png", 413, "too large"),
         "bad JSON": (b'{"pixel": 3}', "application/json", 400, '{"pixels"'),
         "blank image": (png(np.full((40, 40), 255, np.uint8)), "image/png", 422, "no digit found"),
+        "too many pixels": (png(np.full((2100, 2100), 255, np.uint8)), "image/png", 422, "pixels is too large"),
     }
     for name, (body, content_type, status, message) in cases.items():
         got, answer = post(server + "predict", body, content_type)
