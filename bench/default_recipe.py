@@ -20,7 +20,7 @@ import click
 from bench.report_file import machine, write_report
 from pipeline.distributed import ProcessInfo
 from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.models import Normalized, ShiftAveraged
+from pipeline.model_file import for_inference
 from pipeline.prepared import load_split, load_stats
 from pipeline.train_config import TrainConfig, load_train_config
 from pipeline.training import fit
@@ -37,8 +37,7 @@ def train_and_test(cfg: TrainConfig, data: Path) -> dict[str, float]:
     train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(cfg, train, val, stats["mean"], stats["std"], ProcessInfo(), Path(tmp) / "ck.pt", {"run": "bench"})
-    model = Normalized(result.model, stats["mean"], stats["std"])
-    model = ShiftAveraged(model, cfg.tta_shifts).eval() if cfg.tta_shifts else model.eval()
+    model = for_inference(result.model, cfg.model, stats["mean"], stats["std"], cfg.tta_shifts)
     correct = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).sum().item()
     return {"train_seconds": round(result.train_seconds, 2), "test_accuracy": correct / len(test.labels)}
 

@@ -22,7 +22,8 @@ from torchvision import datasets, transforms
 from bench.report_file import machine, write_report
 from pipeline.distributed import ProcessInfo
 from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.models import Normalized, build_model
+from pipeline.model_file import for_inference
+from pipeline.models import build_model
 from pipeline.prepared import load_split, load_stats
 from pipeline.train_config import TrainConfig
 from pipeline.training import fit
@@ -93,7 +94,7 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
         with tempfile.TemporaryDirectory() as tmp:
             result = fit(replace(TRAINER, epochs=n), train, val, stats["mean"], stats["std"], ProcessInfo(),
                          Path(tmp) / "ck.pt", {"run": "bench"})
-        model = Normalized(result.model, stats["mean"], stats["std"]).eval()
+        model = for_inference(result.model, TRAINER.model, stats["mean"], stats["std"])
         accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
         click.echo(f"trainer   {n} epoch(s): {result.train_seconds:.2f}s, test accuracy {accuracy:.4f}")
         return result.train_seconds, accuracy

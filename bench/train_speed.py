@@ -18,7 +18,7 @@ import torch
 
 from pipeline.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.models import Normalized
+from pipeline.model_file import for_inference
 from pipeline.prepared import load_split, load_stats
 from pipeline.train_config import load_train_config
 from pipeline.training import fit, resolve_device
@@ -54,7 +54,7 @@ def main(device: str, epochs: int | None, batch_size: int | None, data: Path, ou
         destroy_process_group(info)
     if not info.is_main:
         return
-    model = Normalized(result.model, stats["mean"], stats["std"]).eval()
+    model = for_inference(result.model, cfg.model, stats["mean"], stats["std"], cfg.tta_shifts)
     accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
     seconds = [r["seconds"] for r in result.state.history]
     report = {"device": device_name(torch_device), "processes": info.world_size, "torch": torch.__version__,
