@@ -28,6 +28,7 @@ BOX, CANVAS = 20, 28
 STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (see README, "Predict")
 BACKGROUND_SIDE = 128  # the background is estimated on a copy this size
 NOISE_FLOOR = 0.12  # ink weaker than this share of the strongest is noise, haze or JPEG ringing
+MARK = 0.3  # ink above this share of the strongest counts as part of a mark
 MIN_SHARE = 0.08  # a mark with less than this share of the largest mark's ink is a speck
 MIN_EXTENT = 0.02  # a digit spans at least this share of the image's longer side (and 4 pixels)
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's 16/32-bit integer and float gray
@@ -101,10 +102,15 @@ def _background(channel: np.ndarray, dark_ink: bool) -> np.ndarray:
     return np.asarray(Image.fromarray(flat).resize((width, height), Image.BILINEAR))
 
 
+def _median3(values: np.ndarray) -> np.ndarray:
+    """A 3x3 median, which removes single-pixel noise (images under 3 pixels stay as they are)."""
+    return ndimage.median_filter(values, size=3, mode="nearest") if min(values.shape) >= 3 else values
+
+
 def ink_map(image: np.ndarray) -> np.ndarray:
     """How much ink each pixel holds, in [0, 1] relative to the strongest stroke; background is 0."""
     gray = image if image.ndim == 2 else image.mean(axis=2)
-    smooth = ndimage.median_filter(gray, size=3, mode="nearest") if min(gray.shape) >= 3 else gray
+    smooth = _median3(gray)
     middle = float(np.median(smooth))
     dark_ink = middle - float(smooth.min()) >= float(smooth.max()) - middle
     channels = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
@@ -115,7 +121,7 @@ def ink_map(image: np.ndarray) -> np.ndarray:
         contrast = (background - channel) / np.maximum(background, 0.05) if dark_ink else \
             (channel - background) / np.maximum(1 - background, 0.05)
         np.maximum(ink, contrast, out=ink)
-    peak = float(ndimage.median_filter(ink, size=3, mode="nearest").max()) if min(ink.shape) >= 3 else float(ink.max())
+    peak = float(_median3(ink).max())
     if peak <= 0:
         return np.zeros_like(ink)
     return np.clip((ink / peak - NOISE_FLOOR) / (1 - NOISE_FLOOR), 0, 1)
@@ -123,7 +129,7 @@ def ink_map(image: np.ndarray) -> np.ndarray:
 
 def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
     """The bounding box of the marks that make the digit: every connected mark with a real share of the ink."""
-    marks, count = ndimage.label(ink > 0.3, structure=np.ones((3, 3)))
+    marks, count = ndimage.label(ink > MARK, structure=np.ones((3, 3)))
     if count == 0:
         raise PipelineError(f"{name}: no digit found (blank image)")
     mass = ndimage.sum_labels(ink, marks, index=np.arange(1, count + 1))
@@ -165,7 +171,7 @@ def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
     ink = ink_map(image)
     rows, cols = digit_region(ink, name)
     crop = normalize_stroke(ink[rows, cols], BOX / max(rows.stop - rows.start, cols.stop - cols.start))
-    kept_rows, kept_cols = np.nonzero(crop > 0.3)
+    kept_rows, kept_cols = np.nonzero(crop > MARK)
     crop = crop[kept_rows.min():kept_rows.max() + 1, kept_cols.min():kept_cols.max() + 1]
     scale = BOX / max(crop.shape)
     height, width = (max(1, round(d * scale)) for d in crop.shape)
