@@ -1,8 +1,10 @@
-"""What every stage command shares: logging set-up and turning failures into one line and exit 1."""
+"""What every stage command shares: logging set-up, failures as one line and exit 1, and a quick exit."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -39,3 +41,14 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None
 
     return wrapper
+
+
+def run(command: click.Command) -> None:
+    """Run a stage command as a program (`python -m stages.<stage>`).
+
+    At exit the garbage collector freezes what is left, so the interpreter's final collections skip the
+    millions of objects that torch.export and the ONNX exporter leave behind: 1.5 s of the export stage's
+    exit, spent after every output was written and renamed.
+    """
+    atexit.register(gc.freeze)
+    command()

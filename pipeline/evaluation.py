@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BATCH = 1000
+# small enough that a batch's activations (x5 with test-time shifts) stay in cache: 2x faster than 1000 on CPU
+BATCH = 250
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.atomic import atomic_dir
-from pipeline.cli import reports_errors, setup_logging
+from pipeline.cli import reports_errors, run, setup_logging
 from pipeline.params import describe, load_params
 from pipeline.raw import write_manifest
 from pipeline.sources import DOWNLOAD_PARAMS, dataset_spec, fetch_dataset, manifest
@@ -44,4 +44,4 @@ def main(params_file: Path, out: Path, offline: bool) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

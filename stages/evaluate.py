@@ -10,7 +10,7 @@ import click
 import pandas as pd
 
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import reports_errors, setup_logging
+from pipeline.cli import reports_errors, run, setup_logging
 from pipeline.evaluation import (
     confusion_matrix,
     per_class_report,
@@ -65,4 +65,4 @@ def main(model_path: Path, data: Path, metrics: Path, plots_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

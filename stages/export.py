@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from pipeline.atomic import atomic_path, write_json, write_text
-from pipeline.cli import reports_errors, setup_logging
+from pipeline.cli import reports_errors, run, setup_logging
 from pipeline.errors import PipelineError
 from pipeline.evaluation import to_pixels
 from pipeline.export import MAX_LOGIT_DIFF, export_onnx, export_program, onnx_metadata, verify
@@ -64,4 +64,4 @@ def main(model_path: Path, data: Path, eval_metrics: Path, onnx_out: Path, progr
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

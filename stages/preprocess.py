@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import reports_errors, setup_logging
+from pipeline.cli import reports_errors, run, setup_logging
 from pipeline.params import describe, load_params
 from pipeline.preparation import PREPROCESS_PARAMS, prepare
 from pipeline.prepared import save_split
@@ -41,4 +41,4 @@ def main(params_file: Path, raw: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import reports_errors, setup_logging
+from pipeline.cli import reports_errors, run, setup_logging
 from pipeline.onnx_session import class_names, open_session
 from pipeline.serving import make_server
 from stages.predict import DEFAULT_MODEL
@@ -37,4 +37,4 @@ def main(model: Path, host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import reports_errors, setup_logging
+from pipeline.cli import reports_errors, run, setup_logging
 from pipeline.code_deps import code_digest
 from pipeline.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.model_file import save_model
@@ -91,4 +91,4 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from pipeline.errors import PipelineError
 from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.model_file import load_model
+from pipeline.model_file import load_model, read_model_file
+from pipeline.models import Normalized, build_model
 from pipeline.prepared import load_split
 from stages import evaluate, export, predict
 from tests.helpers import REPO, invoke
@@ -39,6 +40,20 @@ def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_mod
     assert (confusion["actual"] != confusion["predicted"]).sum() == expected
     for image in ("confusion.png", "misclassified.png"):
         assert (evaluated / "eval" / image).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_inference_model_folds_batchnorm_and_predicts_as_the_trained_network(trained_model: Path,
+                                                                              prepared: Path) -> None:
+    data = read_model_file(trained_model)
+    network = build_model(data["model"])  # the fixture trains the default width
+    network.load_state_dict(data["state_dict"])
+    trained = Normalized(network, **data["normalization"]).eval()
+    model, _ = load_model(trained_model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    pixels = to_pixels(load_split(prepared / "test.pt").images[:500])
+    expected, folded = predict_logits(trained, pixels), predict_logits(model, pixels)
+    assert (expected - folded).abs().max() < 1e-4
+    assert torch.equal(expected.argmax(1), folded.argmax(1))
 
 
 def test_export_agrees_with_pytorch_on_every_test_image(exported: Path, prepared: Path) -> None:
