@@ -31,6 +31,7 @@ STAGE = re.compile(r"Running stage '(\w+)'")
 
 
 def git(*args: str, cwd: Path = ROOT) -> str:
+    """Run git in `cwd`; its output."""
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
