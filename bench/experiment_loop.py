@@ -75,13 +75,14 @@ def main(revisions: str, rounds: int, update: bool) -> None:
     names = [r.strip() for r in revisions.split(",")]
     commits = {name: git("rev-parse", "--short", name) for name in names}
     work = Path(tempfile.mkdtemp(prefix="experiment-loop-"))
+    folders = {name: work / name.replace("/", "_") for name in names}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
         for name in names:
-            checkout(commits[name], work / name.replace("/", "_"), env)
+            checkout(commits[name], folders[name], env)
         for round_ in range(rounds):
             for name in names:
-                folder = work / name.replace("/", "_")
+                folder = folders[name]
                 lr = round(random.uniform(0.0095, 0.0115), 6)  # not in the run-cache
                 runs[name].append(timed_experiment(folder, lr, env))
                 git("checkout", "-q", "--", ".", cwd=folder)  # back to the revision's params and record
