@@ -4,7 +4,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint bench compare report clean
+.PHONY: setup repro retrain publish test lint bench compare report clean
 
 setup: $(STAMP)
 
@@ -13,8 +13,20 @@ $(STAMP): requirements.txt constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $@
 
+# the committed model files come from dvc-store/ (in git), so a clone on any machine starts from the record;
+# then only what changed runs (on a fresh clone: download and preprocess, which are the same bits everywhere)
 repro: setup
+	dvc pull --allow-missing
 	dvc repro
+
+# retrain the committed params here: your platform's baseline, with a verdict against the committed record
+retrain: setup
+	dvc repro --force --downstream train
+
+# make the current results the record that travels: its model files into dvc-store/, then commit both
+publish: setup
+	dvc push
+	git add dvc.lock metrics dvc-store
 
 test: setup lint
 	pytest

@@ -39,7 +39,8 @@ def preset_config(overrides: tuple[str, ...], params_file: Path) -> tuple[TrainC
 
 
 @click.command(help=__doc__)
-@click.option("-S", "--set", "overrides", multiple=True, required=True, help="KEY=VALUE, as `dvc exp run -S`.")
+@click.option("-S", "--set", "overrides", multiple=True,
+              help="KEY=VALUE, as `dvc exp run -S`; none measures params.yaml itself (preset-default).")
 @click.option("--seeds", default="42,1,2", show_default=True, help="Comma-separated seeds.")
 @click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
@@ -51,7 +52,7 @@ def main(overrides: tuple[str, ...], seeds: str, params_file: Path, data: Path, 
         runs[str(seed)] = train_and_test(replace(cfg, seed=seed), data)
         click.echo(f"seed {seed}: {runs[str(seed)]}")
     accuracies = [r["test_accuracy"] for r in runs.values()]
-    name = "preset-" + "-".join(f"{k}{v}" for k, v in changes.items())
+    name = "preset-" + ("-".join(f"{k}{v}" for k, v in changes.items()) or "default")
     report = {"machine": machine(), "overrides": changes, "config": asdict(cfg), "runs": runs,
               "mean_test_accuracy": round(statistics.mean(accuracies), 5),
               "max_train_seconds": max(r["train_seconds"] for r in runs.values())}

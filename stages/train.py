@@ -16,6 +16,7 @@ from pipeline.distributed import destroy_process_group, init_process_group, proc
 from pipeline.model_file import save_model
 from pipeline.models import count_parameters
 from pipeline.params import describe
+from pipeline.platform_info import describe_platform
 from pipeline.prepared import load_split, load_stats
 from pipeline.train_config import TRAIN_PARAMS, load_train_config
 from pipeline.training import fingerprint, fit, resolve_device
@@ -61,7 +62,9 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     init_process_group(info, device)
     log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(train), len(val),
              info.world_size)
-    run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)))
+    platform = describe_platform(device)
+    run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)),
+                         platform)
 
     def on_epoch(record: dict[str, float]) -> None:
         if info.is_main:
@@ -83,7 +86,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
         write_record(tmp, result.state.history)
     write_json(metrics, {"val_loss": best["val_loss"], "val_acc": best["val_acc"],
                          "best_epoch": result.state.best_epoch, "epochs_run": result.state.epoch,
-                         "parameters": count_parameters(result.model)})
+                         "parameters": count_parameters(result.model), "platform": platform})
     save_model(model_out, cfg.model, result.model, stats["mean"], stats["std"], stats["classes"], asdict(cfg))
     checkpoint.unlink(missing_ok=True)
     log.info("best epoch %d: val acc %.4f; %.1fs training (%d images/s) -> %s", result.state.best_epoch,

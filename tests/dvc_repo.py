@@ -21,9 +21,10 @@ STAGES = ("download", "preprocess", "train", "evaluate", "export")
 TINY_PARAMS = {"dataset": "custom", "val_size": 100, "epochs": 1, "batch_size": 128, "device": "cpu", "model": "mlp"}
 
 
-def run(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run a command in `repo`; on failure show its output."""
-    done = subprocess.run(args, cwd=repo, env=ENV, capture_output=True, text=True, timeout=timeout)
+def run(repo: Path, *args: str, check: bool = True, timeout: float = 600,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command in `repo` (with ENV, or `env`); on failure show its output."""
+    done = subprocess.run(args, cwd=repo, env=env or ENV, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{output}")
@@ -53,7 +54,7 @@ def make_repo(dest: Path, data_dir: Path, remote: Path) -> Path:
     listed = run(REPO, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name
-        if source.is_file() and not name.startswith(("metrics/", "dvc.lock")):
+        if source.is_file() and not name.startswith(("metrics/", "dvc.lock", "dvc-store/")):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     git(dest, "init", "-q", "-b", "main")

@@ -21,15 +21,20 @@ from pipeline.errors import PipelineError
 from pipeline.model_file import load_model
 from pipeline.models import MODELS, build_model
 from pipeline.params import MAX_SEED
+from pipeline.platform_info import describe_platform
 from pipeline.prepared import load_split, load_stats
 from pipeline.train_config import load_train_config
 from pipeline.training import epoch_order, fingerprint, fit, resolve_device
 from stages import train
 from tests.helpers import REPO, quick_config, small_split
 
+CPU = describe_platform(torch.device("cpu"))
+H200 = {"torch": CPU["torch"], "device": "cuda", "device_name": "NVIDIA H200", "cuda": "13.0"}
 
-def run_id(prepared: Path, code: str = "code", **overrides: object) -> dict[str, str]:
-    return fingerprint(quick_config(**overrides), [prepared / "train.pt", prepared / "val.pt"], 1, code)
+
+def run_id(prepared: Path, code: str = "code", platform: dict | None = None, **overrides: object) -> dict[str, str]:
+    return fingerprint(quick_config(**overrides), [prepared / "train.pt", prepared / "val.pt"], 1, code,
+                       platform or CPU)
 
 
 def fit_prepared(prepared: Path, checkpoint: Path, code: str = "code", **overrides: object):
@@ -97,21 +102,22 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: P
         assert torch.equal(a, b)
 
 
-def test_the_fingerprint_changes_with_params_data_code_torch_and_processes(prepared: Path, tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_fingerprint_changes_with_params_data_code_torch_processes_and_platform(
+        prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = [prepared / "train.pt", prepared / "val.pt"]
-    base = fingerprint(quick_config(), files, 1, "code")
-    assert fingerprint(quick_config(), files, 1, "code") == base
+    base = fingerprint(quick_config(), files, 1, "code", CPU)
+    assert fingerprint(quick_config(), files, 1, "code", dict(CPU)) == base
     other_data = tmp_path / "val.pt"
     other_data.write_bytes(files[1].read_bytes() + b"\0")
     variants = {
-        "params": fingerprint(quick_config(lr=0.005), files, 1, "code"),
-        "data": fingerprint(quick_config(), [files[0], other_data], 1, "code"),
-        "code": fingerprint(quick_config(), files, 1, "edited code"),
-        "processes": fingerprint(quick_config(), files, 2, "code"),
+        "params": fingerprint(quick_config(lr=0.005), files, 1, "code", CPU),
+        "data": fingerprint(quick_config(), [files[0], other_data], 1, "code", CPU),
+        "code": fingerprint(quick_config(), files, 1, "edited code", CPU),
+        "processes": fingerprint(quick_config(), files, 2, "code", CPU),
+        "platform": fingerprint(quick_config(), files, 1, "code", {**CPU, "threads": 64}),
     }
     monkeypatch.setattr(torch, "__version__", "0.0.1")
-    variants["torch"] = fingerprint(quick_config(), files, 1, "code")
+    variants["torch"] = fingerprint(quick_config(), files, 1, "code", CPU)
     for component, changed in variants.items():
         assert [key for key in base if base[key] != changed[key]] == [component]
 
@@ -129,7 +135,7 @@ def test_the_train_stage_fingerprints_its_whole_import_closure(tmp_path: Path) -
     assert code_digest(root / "stages" / "train.py", root) == code_digest(root / "stages" / "train.py", root)
 
 
-@pytest.mark.parametrize("other", ["code", "torch"])
+@pytest.mark.parametrize("other", ["code", "torch", "platform"])
 def test_a_checkpoint_of_another_run_is_set_aside_never_loaded(prepared: Path, tmp_path: Path, other: str,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -141,7 +147,8 @@ def test_a_checkpoint_of_another_run_is_set_aside_never_loaded(prepared: Path, t
 
     with pytest.raises(KeyboardInterrupt):
         fit(quick_config(epochs=2, model="mlp"), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-            stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, model="mlp", epochs=2), stop)
+            stats["mean"], stats["std"], ProcessInfo(), checkpoint,
+            run_id(prepared, platform=H200 if other == "platform" else None, model="mlp", epochs=2), stop)
     assert checkpoint.exists()
     if other == "torch":
         monkeypatch.setattr(torch, "__version__", "9.9.9")
@@ -210,7 +217,7 @@ def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
     assert meta["model"] == "mlp2" and meta["classes"] == [str(d) for d in range(10)]
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary == {"val_loss": summary["val_loss"], "val_acc": summary["val_acc"], "best_epoch": 2,
-                       "epochs_run": 2, "parameters": 109386}
+                       "epochs_run": 2, "parameters": 109386, "platform": CPU}
     assert summary["val_acc"] > 0.8
     loss_rows = (tmp_path / "metrics" / "val_loss.tsv").read_text().splitlines()
     assert loss_rows[0].split("\t") == ["epoch", "val_loss"] and len(loss_rows) == 3

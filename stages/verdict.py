@@ -1,0 +1,42 @@
+"""verdict stage: the last word of a pipeline run, how its results compare with the committed record."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import click
+
+from pipeline.cli import reports_errors, run
+from pipeline.reproduction import changed_files, committed_text, read_record, seed_tolerance, verdict
+
+PATHS = ("params.yaml", "metrics/train.json", "metrics/eval.json")
+
+
+@click.command(help="""Compare this workspace's results with the record committed at HEAD.
+
+Prints one line when the params differ (an experiment) or when the run reproduced the committed
+record bit for bit. A retrain of the committed params on another platform gets a short verdict:
+both platforms, both test accuracies, whether they are within the spread that training seeds
+alone give (TOLERANCE_FROM, a `bench.preset` result), the tracked files that changed and the
+command that restores the committed record. Writes nothing.""")
+@click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
+@click.option("--train-metrics", default="metrics/train.json", show_default=True, type=click.Path(path_type=Path))
+@click.option("--eval-metrics", default="metrics/eval.json", show_default=True, type=click.Path(path_type=Path))
+@click.option("--tolerance-from", default="bench/results/preset-default.json", show_default=True,
+              type=click.Path(path_type=Path))
+@reports_errors
+def main(params_file: Path, train_metrics: Path, eval_metrics: Path, tolerance_from: Path) -> None:
+    current = read_record(params_file.read_text(), train_metrics.read_text(), eval_metrics.read_text())
+    repo = Path.cwd()
+    try:
+        committed = read_record(*(committed_text(repo, path) for path in PATHS))
+    except (subprocess.CalledProcessError, FileNotFoundError, KeyError, ValueError):
+        click.echo("[verdict] no committed record at HEAD to compare with")
+        return
+    for line in verdict(committed, current, seed_tolerance(tolerance_from), changed_files(repo)):
+        click.echo(f"[verdict] {line}")
+
+
+if __name__ == "__main__":
+    run(main)
