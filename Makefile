@@ -16,7 +16,7 @@ $(STAMP): requirements.txt constraints.txt
 # the committed model files come from dvc-store/ (in git), so a clone on any machine starts from the record;
 # then only what changed runs (on a fresh clone: download and preprocess, which are the same bits everywhere)
 repro: setup
-	dvc pull --allow-missing
+	dvc pull --allow-missing train export
 	dvc repro
 
 # retrain the committed params here: your platform's baseline, with a verdict against the committed record

@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from bench.report_file import machine, write_report
-from pipeline.distributed import ProcessInfo
-from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.model_file import for_inference
-from pipeline.models import build_model
-from pipeline.prepared import load_split, load_stats
-from pipeline.train_config import TrainConfig
-from pipeline.training import fit
+from pipeline.data.prepared import load_split, load_stats
+from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.model.model_file import for_inference
+from pipeline.model.networks import build_model
+from pipeline.train.config import TrainConfig
+from pipeline.train.distributed import ProcessInfo
+from pipeline.train.loop import fit
 
 # lr: the best validation accuracy after 3 epochs among 0.003, 0.004, 0.005 and 0.006
 TRAINER = TrainConfig(model="mlp2", width=16, optimizer="adam", lr=0.005, momentum=0.9, nesterov=False,

@@ -17,9 +17,9 @@ import numpy as np
 
 from bench.digit_forms import FORMS, Form
 from bench.report_file import machine, write_report
-from pipeline.onnx_session import class_names, open_session
-from pipeline.prediction import predict_files
-from pipeline.prepared import load_split
+from pipeline.data.prepared import load_split
+from pipeline.export.onnx_session import class_names, open_session
+from pipeline.inference.prediction import predict_files
 
 
 def form_files(form: Form, digits: np.ndarray, folder: Path, seed: int = 0) -> list[Path]:

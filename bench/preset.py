@@ -18,9 +18,9 @@ import yaml
 
 from bench.default_recipe import train_and_test
 from bench.report_file import machine, write_report
-from pipeline.errors import PipelineError
-from pipeline.params import read_params_file, validate
-from pipeline.train_config import TRAIN_PARAMS, TrainConfig
+from pipeline.common.errors import PipelineError
+from pipeline.common.params import read_params_file, validate
+from pipeline.train.config import TRAIN_PARAMS, TrainConfig
 
 
 def preset_config(overrides: tuple[str, ...], params_file: Path) -> tuple[TrainConfig, dict[str, object]]:

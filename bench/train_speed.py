@@ -16,12 +16,12 @@ from pathlib import Path
 import click
 import torch
 
-from pipeline.distributed import destroy_process_group, init_process_group, process_info
-from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.model_file import for_inference
-from pipeline.prepared import load_split, load_stats
-from pipeline.train_config import load_train_config
-from pipeline.training import fit, resolve_device
+from pipeline.data.prepared import load_split, load_stats
+from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.model.model_file import for_inference
+from pipeline.train.config import load_train_config
+from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
+from pipeline.train.loop import fit, resolve_device
 
 
 def device_name(device: torch.device) -> str:

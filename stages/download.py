@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from pipeline.atomic import atomic_dir
-from pipeline.cli import reports_errors, run, setup_logging
-from pipeline.params import describe, load_params
-from pipeline.raw import write_manifest
-from pipeline.sources import DOWNLOAD_PARAMS, dataset_spec, fetch_dataset, manifest
+from pipeline.common.atomic import atomic_dir
+from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.common.params import describe, load_params
+from pipeline.data.raw import write_manifest
+from pipeline.data.sources import DOWNLOAD_PARAMS, dataset_spec, fetch_dataset, manifest
 
 log = logging.getLogger("download")
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import reports_errors, run, setup_logging
-from pipeline.evaluation import (
+from pipeline.common.atomic import atomic_dir, write_json
+from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.data.prepared import load_split
+from pipeline.evaluate.figures import plot_confusion, plot_misclassified
+from pipeline.evaluate.metrics import (
     confusion_matrix,
     per_class_report,
     predict_logits,
@@ -19,9 +21,7 @@ from pipeline.evaluation import (
     to_pixels,
     worst_mistakes,
 )
-from pipeline.evaluation_figures import plot_confusion, plot_misclassified
-from pipeline.model_file import load_model
-from pipeline.prepared import load_split
+from pipeline.model.model_file import load_model
 
 log = logging.getLogger("evaluate")
 WORST = 32

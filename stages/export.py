@@ -9,14 +9,14 @@ from typing import Any
 
 import click
 
-from pipeline.atomic import atomic_path, write_json, write_text
-from pipeline.cli import reports_errors, run, setup_logging
-from pipeline.errors import PipelineError
-from pipeline.evaluation import to_pixels
-from pipeline.export import MAX_LOGIT_DIFF, export_onnx, export_program, onnx_metadata, verify
-from pipeline.model_card import model_card
-from pipeline.model_file import load_model
-from pipeline.prepared import load_split, load_stats
+from pipeline.common.atomic import atomic_path, write_json, write_text
+from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.common.errors import PipelineError
+from pipeline.data.prepared import load_split, load_stats
+from pipeline.evaluate.metrics import to_pixels
+from pipeline.export.formats import MAX_LOGIT_DIFF, export_onnx, export_program, onnx_metadata, verify
+from pipeline.export.model_card import model_card
+from pipeline.model.model_file import load_model
 
 log = logging.getLogger("export")
 

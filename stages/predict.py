@@ -8,11 +8,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.errors import PipelineError
-from pipeline.onnx_session import class_names, open_session
-from pipeline.prediction import predict_files
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "model.onnx"
+from pipeline.common.errors import PipelineError
+from pipeline.export.onnx_session import class_names, open_session
+from pipeline.inference.prediction import DEFAULT_MODEL, predict_files
 
 
 @click.command(help="""Print the predicted label and its probability for each image FILE.

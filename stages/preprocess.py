@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import reports_errors, run, setup_logging
-from pipeline.params import describe, load_params
-from pipeline.preparation import PREPROCESS_PARAMS, prepare
-from pipeline.prepared import save_split
+from pipeline.common.atomic import atomic_dir, write_json
+from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.common.params import describe, load_params
+from pipeline.data.preparation import PREPROCESS_PARAMS, prepare
+from pipeline.data.prepared import save_split
 
 log = logging.getLogger("preprocess")
 

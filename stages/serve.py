@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import reports_errors, run, setup_logging
-from pipeline.onnx_session import class_names, open_session
-from pipeline.serving import make_server
-from stages.predict import DEFAULT_MODEL
+from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.export.onnx_session import class_names, open_session
+from pipeline.inference.prediction import DEFAULT_MODEL
+from pipeline.inference.serving import make_server
 
 
 @click.command(help="""Serve the exported model over HTTP.

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import click
 
-from pipeline.atomic import atomic_dir, write_json
-from pipeline.cli import reports_errors, run, setup_logging
-from pipeline.code_deps import code_digest
-from pipeline.distributed import destroy_process_group, init_process_group, process_info
-from pipeline.model_file import save_model
-from pipeline.models import count_parameters
-from pipeline.params import describe
-from pipeline.platform_info import describe_platform
-from pipeline.prepared import load_split, load_stats
-from pipeline.train_config import TRAIN_PARAMS, load_train_config
-from pipeline.training import fingerprint, fit, resolve_device
-from pipeline.training_record import write_record
+from pipeline.common.atomic import atomic_dir, write_json
+from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.common.code_deps import code_digest
+from pipeline.common.params import describe
+from pipeline.data.prepared import load_split, load_stats
+from pipeline.model.model_file import save_model
+from pipeline.model.networks import count_parameters
+from pipeline.train.config import TRAIN_PARAMS, load_train_config
+from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
+from pipeline.train.loop import fingerprint, fit, resolve_device
+from pipeline.train.platform_info import describe_platform
+from pipeline.train.record import write_record
 
 log = logging.getLogger("train")
 

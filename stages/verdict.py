@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import reports_errors, run
-from pipeline.reproduction import changed_files, committed_text, read_record, seed_tolerance, verdict
+from pipeline.common.cli import reports_errors, run
+from pipeline.verdict.compare import changed_files, committed_text, read_record, seed_tolerance, verdict
 
 PATHS = ("params.yaml", "metrics/train.json", "metrics/eval.json")
 

@@ -46,9 +46,9 @@ THREE = ((-60, -80), (0, -100), (60, -70), (10, -5), (70, 50), (0, 100), (-65, 7
 
 
 def main(out: Path) -> None:
-    from pipeline.onnx_session import class_names, open_session
-    from pipeline.serving import make_server
-    from stages.predict import DEFAULT_MODEL
+    from pipeline.export.onnx_session import class_names, open_session
+    from pipeline.inference.prediction import DEFAULT_MODEL
+    from pipeline.inference.serving import make_server
 
     session = open_session(DEFAULT_MODEL)
     server = make_server(session, class_names(session), "127.0.0.1", 0)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.model_file import save_model
-from pipeline.preparation import prepare
-from pipeline.prepared import save_split
+from pipeline.data.preparation import prepare
+from pipeline.data.prepared import save_split
+from pipeline.model.model_file import save_model
 from tests.dvc_repo import build_template
 from tests.helpers import REPO, invoke, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
 
@@ -85,9 +85,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prep
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
     """models/model.pt of a CNN trained for 3 epochs on the `prepared` fixture (about 97% accurate)."""
-    from pipeline.distributed import ProcessInfo
-    from pipeline.prepared import load_split, load_stats
-    from pipeline.training import fit
+    from pipeline.data.prepared import load_split, load_stats
+    from pipeline.train.distributed import ProcessInfo
+    from pipeline.train.loop import fit
 
     folder = tmp_path_factory.mktemp("model")
     stats = load_stats(prepared)

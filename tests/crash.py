@@ -59,13 +59,13 @@ def arm(point: str) -> None:
     elif point == "after-rename":
         os.replace = crash_after(os.replace)
     elif point == "epoch":
-        import pipeline.training
+        import pipeline.train.loop
 
-        pipeline.training.save_torch = crash_after(pipeline.training.save_torch)
+        pipeline.train.loop.save_torch = crash_after(pipeline.train.loop.save_torch)
     elif point == "verify":
-        import pipeline.export
+        import pipeline.export.formats
 
-        pipeline.export.compare = crash_before(pipeline.export.compare)
+        pipeline.export.formats.compare = crash_before(pipeline.export.formats.compare)
     else:
         raise SystemExit(f"unknown crash point {point!r}; one of {', '.join(POINTS)}")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner, Result
 
-from pipeline.idx import read_idx_images, read_idx_labels, write_idx
-from pipeline.prepared import Split
-from pipeline.raw import FILES, write_manifest
-from pipeline.sources import CUSTOM_CREDIT, DATASETS, DIGITS
-from pipeline.train_config import TrainConfig
+from pipeline.data.idx import read_idx_images, read_idx_labels, write_idx
+from pipeline.data.prepared import Split
+from pipeline.data.raw import FILES, write_manifest
+from pipeline.data.sources import CUSTOM_CREDIT, DATASETS, DIGITS
+from pipeline.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

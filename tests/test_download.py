@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.errors import PipelineError
-from pipeline.raw import FILES, MANIFEST, read_manifest
-from pipeline.sources import DATASETS, dataset_spec, fetch_dataset, reachable
+from pipeline.common.errors import PipelineError
+from pipeline.data.raw import FILES, MANIFEST, read_manifest
+from pipeline.data.sources import DATASETS, dataset_spec, fetch_dataset, reachable
 from stages import download
 from tests.helpers import idx_header
 

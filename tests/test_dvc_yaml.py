@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import click
 import pytest
 import yaml
 
-from pipeline.code_deps import import_closure
+from pipeline.common.code_deps import import_closure, imported_names
 from tests.helpers import REPO
 
 PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())
@@ -26,12 +29,95 @@ def outputs(stage: dict) -> set[str]:
     return declared(stage, "outs") | declared(stage, "metrics") | declared(stage, "plots")
 
 
+def code_files(stage: dict) -> set[str]:
+    """The stage's declared code deps, each folder expanded to its modules (its __init__ is only a docstring)."""
+    files = set()
+    for dep in declared(stage, "deps"):
+        path = REPO / dep
+        if dep.endswith(".py"):
+            files.add(dep)
+        elif dep.startswith(("pipeline", "stages")) and path.is_dir():
+            files |= {str(p.relative_to(REPO)) for p in path.glob("*.py") if p.name != "__init__.py"}
+    return files
+
+
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_code_deps_are_exactly_the_stage_imports(name: str) -> None:
     closure = {str(path.relative_to(REPO)) for path in import_closure(REPO, REPO / "stages" / f"{name}.py")}
-    code_deps = {dep for dep in declared(STAGES[name], "deps") if dep.endswith(".py")}
+    code_deps = code_files(STAGES[name])
     assert sorted(closure - code_deps) == [], "imported but not declared"
     assert sorted(code_deps - closure) == [], "declared but not imported"
+
+
+RUNTIME_IMPORTS = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None))))
+"""
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_module_python_really_loads_for_a_stage_is_declared(name: str) -> None:
+    """An oracle independent of code_deps: the interpreter's own list of loaded modules."""
+    done = subprocess.run([sys.executable, "-c", RUNTIME_IMPORTS, f"stages.{name}"], cwd=REPO, capture_output=True,
+                          text=True, check=True, timeout=120)
+    files = [Path(f) for f in json.loads(done.stdout) if Path(f).is_absolute()]  # torch has a few relative names
+    loaded = {str(f.resolve().relative_to(REPO)) for f in files if f.resolve().is_relative_to(REPO)
+              and ".venv" not in f.parts}
+    loaded = {f for f in loaded if Path(f).name != "__init__.py"}
+    assert loaded, "the oracle found nothing"
+    assert sorted(loaded - code_files(STAGES[name])) == [], "loaded at import but not declared"
+
+
+# which pipeline/ subpackage may import which: shared plumbing first, the stages' work on top of it
+MAY_IMPORT = {
+    "common": set(),
+    "data": {"common"},
+    "model": {"common"},
+    "train": {"common", "data", "model"},
+    "evaluate": {"common", "data", "model"},
+    "export": {"common", "data", "model", "evaluate"},
+    "inference": {"common", "model", "export"},
+    "verdict": {"common"},
+}
+
+
+def test_pipeline_has_one_subpackage_per_concern_and_no_loose_modules() -> None:
+    assert sorted(p.name for p in (REPO / "pipeline").iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(
+        MAY_IMPORT)
+    assert [p.name for p in (REPO / "pipeline").glob("*.py")] == ["__init__.py"]
+    for init in (REPO / "pipeline").rglob("__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init} holds code (a folder dep would hide it)"
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "pipeline").rglob("*.py")))
+def test_pipeline_imports_only_downward(path: str) -> None:
+    own = Path(path).parts[1]
+    for name in imported_names(REPO, REPO / path):
+        parts = name.split(".")
+        assert parts[0] != "stages", f"{path} imports the stage {name}"
+        if parts[0] == "pipeline" and len(parts) > 1 and parts[1] != own:
+            assert parts[1] in MAY_IMPORT[own], f"{path} ({own}) imports {name}"
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "stages").glob("*.py")))
+def test_no_stage_module_imports_another(path: str) -> None:
+    stages = [n for n in imported_names(REPO, REPO / path) if n.startswith("stages.") or n == "stages"]
+    assert stages == [], f"{path} imports {stages}"
+
+
+def test_relative_imports_are_followed(tmp_path: Path) -> None:
+    (tmp_path / "pipeline" / "train").mkdir(parents=True)
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "pipeline" / "train" / "loop.py").write_text("from .config import x\nfrom ..common import cli\n")
+    (tmp_path / "pipeline" / "train" / "config.py").write_text("x = 1\n")
+    (tmp_path / "pipeline" / "common").mkdir()
+    (tmp_path / "pipeline" / "common" / "cli.py").write_text("")
+    (tmp_path / "stages" / "train.py").write_text("from pipeline.train.loop import fit\n")
+    closure = {str(p.relative_to(tmp_path)) for p in import_closure(tmp_path, tmp_path / "stages" / "train.py")}
+    assert closure == {"stages/train.py", "pipeline/train/loop.py", "pipeline/train/config.py",
+                       "pipeline/common/cli.py"}
 
 
 def command_paths(name: str) -> tuple[click.Command, dict[str, Path]]:
@@ -56,7 +142,7 @@ def test_command_names_every_declared_path_and_nothing_undeclared(name: str) -> 
     assert (params_file == Path("params.yaml")) == bool(stage.get("params")), "--params params.yaml iff params:"
     # the bundled copy and the templated ${data_dir} are read through params, not named in the command
     data = {dep for dep in declared(stage, "deps")
-            if not dep.endswith(".py") and not dep.startswith(("data/bundled", "${"))}
+            if not dep.startswith(("pipeline/", "stages/", "data/bundled", "${"))}
     declared_paths = data | outputs(stage)
     named = {str(path) for path in paths.values()}
     for path in named:
@@ -73,11 +159,11 @@ def string_literals(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("names", "home"), [
-    (("cnn", "mlp", "mlp2"), "pipeline/models.py"),
-    (("mnist", "fashion-mnist", "custom"), "pipeline/sources.py"),
+    (("cnn", "mlp", "mlp2"), "pipeline/model/networks.py"),
+    (("mnist", "fashion-mnist", "custom"), "pipeline/data/sources.py"),
 ])
 def test_model_and_dataset_names_are_defined_once(names: tuple[str, ...], home: str) -> None:
-    code = sorted([*REPO.glob("pipeline/*.py"), *REPO.glob("stages/*.py")])
+    code = sorted([*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py")])
     for name in names:
         places = [str(path.relative_to(REPO)) for path in code if name in string_literals(path)]
         assert places == [home], f"{name!r} is written in {places}"

@@ -13,11 +13,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from pipeline.errors import PipelineError
-from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.model_file import load_model, read_model_file
-from pipeline.models import Normalized, build_model
-from pipeline.prepared import load_split
+from pipeline.common.errors import PipelineError
+from pipeline.data.prepared import load_split
+from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.model.model_file import load_model, read_model_file
+from pipeline.model.networks import Normalized, build_model
 from stages import evaluate, export, predict
 from tests.helpers import REPO, invoke
 
@@ -144,7 +144,7 @@ def test_predict_reports_bad_files_and_still_predicts_the_rest(exported: Path, p
 
 
 def test_predict_refuses_absurdly_large_images(tmp_path: Path) -> None:
-    from pipeline import digit_image
+    from pipeline.inference import digit_image
 
     huge = tmp_path / "huge.png"
     Image.new("L", (9000, 5000), 0).save(huge)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augmentation import MAX_SHIFT_PX, random_affine, random_shift
-from pipeline.evaluation import confusion_matrix, per_class_report
+from pipeline.evaluate.metrics import confusion_matrix, per_class_report
+from pipeline.train.augmentation import MAX_SHIFT_PX, random_affine, random_shift
 
 
 def test_macro_precision_recall_and_f1_match_hand_computed_values() -> None:

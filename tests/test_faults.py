@@ -22,10 +22,10 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.model_file import load_model
-from pipeline.prepared import load_split, load_stats
-from pipeline.raw import FILES
-from pipeline.sources import DATASETS
+from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.raw import FILES
+from pipeline.data.sources import DATASETS
+from pipeline.model.model_file import load_model
 from stages import download, evaluate, preprocess, train
 from tests.crash import CRASHED
 from tests.dvc_repo import ENV, dvc, set_params

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.idx import read_idx_images, read_idx_labels, write_idx
+from pipeline.common.errors import PipelineError
+from pipeline.data.idx import read_idx_images, read_idx_labels, write_idx
 from tests.helpers import idx_header
 
 

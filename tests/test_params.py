@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import PipelineError
-from pipeline.params import ALL_KEYS, load_params, read_params_file, validate
-from pipeline.preparation import PREPROCESS_PARAMS
-from pipeline.sources import DOWNLOAD_PARAMS
-from pipeline.train_config import TRAIN_PARAMS, TrainConfig, load_train_config
+from pipeline.common.errors import PipelineError
+from pipeline.common.params import ALL_KEYS, load_params, read_params_file, validate
+from pipeline.data.preparation import PREPROCESS_PARAMS
+from pipeline.data.sources import DOWNLOAD_PARAMS
+from pipeline.train.config import TRAIN_PARAMS, TrainConfig, load_train_config
 from tests.helpers import REPO
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -8,10 +8,10 @@ import pytest
 
 from bench.digit_forms import FORMS, Form, thin_pen
 from bench.predict_forms import form_accuracy, form_files
-from pipeline.evaluation import predict_logits, to_pixels
-from pipeline.model_file import load_model
-from pipeline.onnx_session import open_session
-from pipeline.prepared import load_split
+from pipeline.data.prepared import load_split
+from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.export.onnx_session import open_session
+from pipeline.model.model_file import load_model
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
 DIGITS = 60

@@ -9,10 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.errors import PipelineError
-from pipeline.idx import write_idx
-from pipeline.preparation import stratified_split
-from pipeline.prepared import load_split
+from pipeline.common.errors import PipelineError
+from pipeline.data.idx import write_idx
+from pipeline.data.preparation import stratified_split
+from pipeline.data.prepared import load_split
 from stages import preprocess
 
 

@@ -10,12 +10,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from pipeline import memory
-from pipeline.distributed import ProcessInfo
-from pipeline.errors import PipelineError
-from pipeline.memory import check_fits, training_bytes
-from pipeline.models import build_model
-from pipeline.training import fit, resolve_device
+from pipeline.common.errors import PipelineError
+from pipeline.model.networks import build_model
+from pipeline.train import memory
+from pipeline.train.distributed import ProcessInfo
+from pipeline.train.loop import fit, resolve_device
+from pipeline.train.memory import check_fits, training_bytes
 from stages import train
 from tests.helpers import invoke, quick_config, small_split
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import serving
-from pipeline.onnx_session import class_names, open_session
-from pipeline.prepared import load_split
+from pipeline.data.prepared import load_split
+from pipeline.export.onnx_session import class_names, open_session
+from pipeline.inference import serving
 from tests.browser import CHROMEDRIVER, CHROMIUM, chromium, draw
 from tests.helpers import REPO
 

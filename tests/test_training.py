@@ -15,16 +15,16 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.code_deps import code_digest
-from pipeline.distributed import ProcessInfo
-from pipeline.errors import PipelineError
-from pipeline.model_file import load_model
-from pipeline.models import MODELS, build_model
-from pipeline.params import MAX_SEED
-from pipeline.platform_info import describe_platform
-from pipeline.prepared import load_split, load_stats
-from pipeline.train_config import load_train_config
-from pipeline.training import epoch_order, fingerprint, fit, resolve_device
+from pipeline.common.code_deps import code_digest
+from pipeline.common.errors import PipelineError
+from pipeline.common.params import MAX_SEED
+from pipeline.data.prepared import load_split, load_stats
+from pipeline.model.model_file import load_model
+from pipeline.model.networks import MODELS, build_model
+from pipeline.train.config import load_train_config
+from pipeline.train.distributed import ProcessInfo
+from pipeline.train.loop import epoch_order, fingerprint, fit, resolve_device
+from pipeline.train.platform_info import describe_platform
 from stages import train
 from tests.helpers import REPO, quick_config, small_split
 
@@ -122,17 +122,18 @@ def test_the_fingerprint_changes_with_params_data_code_torch_processes_and_platf
         assert [key for key in base if base[key] != changed[key]] == [component]
 
 
-def test_the_train_stage_fingerprints_its_whole_import_closure(tmp_path: Path) -> None:
+def test_the_train_stage_fingerprints_its_whole_import_closure_and_nothing_else(tmp_path: Path) -> None:
     root = tmp_path / "copy"
     shutil.copytree(REPO / "stages", root / "stages")
     shutil.copytree(REPO / "pipeline", root / "pipeline")
     before = code_digest(root / "stages" / "train.py", root)
-    with (root / "pipeline" / "models.py").open("a") as fh:
+    with (root / "pipeline" / "model" / "networks.py").open("a") as fh:
         fh.write("# edited\n")
-    assert code_digest(root / "stages" / "train.py", root) != before
-    with (root / "pipeline" / "evaluation_figures.py").open("a") as fh:
+    edited = code_digest(root / "stages" / "train.py", root)
+    assert edited != before
+    with (root / "pipeline" / "evaluate" / "figures.py").open("a") as fh:
         fh.write("# not imported by train\n")
-    assert code_digest(root / "stages" / "train.py", root) == code_digest(root / "stages" / "train.py", root)
+    assert code_digest(root / "stages" / "train.py", root) == edited
 
 
 @pytest.mark.parametrize("other", ["code", "torch", "platform"])

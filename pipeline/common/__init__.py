@@ -1,0 +1,1 @@
+"""Shared plumbing: atomic writes, the stage command wrapper, params reading, errors, figures."""

@@ -1,0 +1,1 @@
+"""The evaluate stage's work: test metrics, per-class report and figures."""

@@ -1,0 +1,37 @@
+"""Running an exported ONNX model with onnxruntime on the CPU (no PyTorch needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.common.errors import PipelineError
+
+INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+
+
+def open_session(path: Path) -> Any:
+    """An onnxruntime CPU session for the model at `path`; a missing or corrupt file is a PipelineError."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found (run `dvc repro` to export the model)")
+    try:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own error types for corrupt files
+        raise PipelineError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:160]})") from None
+
+
+def class_names(session: Any) -> list[str]:
+    """The class names stored in the model's metadata (digits when absent)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    return json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(10)]
+
+
+def run_logits(session: Any, pixels: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """Logits for float32 N x 1 x 28 x 28 pixels, in batches."""
+    return np.concatenate([session.run(None, {INPUT_NAME: pixels[i:i + batch]})[0]
+                           for i in range(0, len(pixels), batch)])

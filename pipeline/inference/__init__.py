@@ -1,0 +1,1 @@
+"""predict and serve: reading people's digit images and answering with the exported model."""

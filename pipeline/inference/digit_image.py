@@ -1,0 +1,192 @@
+"""Turn a real image of one digit (a scan, a photo of paper, a drawing app's canvas) into an MNIST-style input.
+
+The steps, each undoing one way real images differ from MNIST's:
+1. ink: the distance of each pixel from the local background (so uneven lighting, gradients and haze
+   go), on the side of the minority (dark pen on paper or chalk on a board), in the strongest colour
+   channel (so a yellow or blue pen counts as much as a black one);
+2. the digit: connected marks with a real share of the ink, so dust specks and noise are left out,
+   and a small digit on a large page is found;
+3. stroke width: estimated from the distance transform and thickened or thinned towards MNIST's
+   typical width at the 20x20 scale (a thin pen on a large canvas would otherwise arrive faint);
+4. MNIST's own preparation: fitted into 20x20 keeping the aspect ratio, contrast stretched, centred by
+   mass in 28x28.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from pipeline.common.errors import PipelineError
+
+MAX_PIXELS = 40_000_000
+BOX, CANVAS = 20, 28
+STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (see README, "Predict")
+BACKGROUND_SIDE = 128  # the background is estimated on a copy this size
+NOISE_FLOOR = 0.12  # ink weaker than this share of the strongest is noise, haze or JPEG ringing
+MARK = 0.3  # ink above this share of the strongest counts as part of a mark
+MIN_SHARE = 0.08  # a mark with less than this share of the largest mark's ink is a speck
+MIN_EXTENT = 0.02  # a digit spans at least this share of the image's longer side (and 4 pixels)
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's 16/32-bit integer and float gray
+
+
+def scaled_by_range(values: np.ndarray) -> np.ndarray:
+    """16-bit, 32-bit and float gray levels to [0, 1] by their range (8-bit conversion would clip them).
+
+    Non-negative whole numbers are divided by the smallest of 2^8-1, 2^16-1, 2^32-1 that holds their
+    maximum; values already in [0, 1] stay; anything else is stretched from its minimum to its maximum.
+    """
+    values = np.nan_to_num(values, nan=0.0)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and np.array_equal(values, np.round(values)) and high > 1:
+        top = next(limit for limit in (2**8 - 1, 2**16 - 1, 2**32 - 1) if high <= limit)
+        return (values / top).astype(np.float32)
+    if low >= 0 and high <= 1:
+        return values.astype(np.float32)
+    return ((values - low) / max(high - low, 1e-12)).astype(np.float32)
+
+
+def load_image(source: Path | BinaryIO, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The image in a file (or file object) as float32 in [0, 1]: H x W for gray, H x W x 3 for colour;
+    transparency is laid over white. Errors name the file, or `name`."""
+    path = name or source
+    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, before decoding
+    try:
+        with Image.open(source) as image:
+            if image.width * image.height > max_pixels:
+                raise PipelineError(f"{path}: image of {image.width}x{image.height} pixels is too large "
+                                    f"(at most {max_pixels:,} pixels)")
+            image = ImageOps.exif_transpose(image)
+            if image.mode in WIDE_MODES:
+                return scaled_by_range(np.asarray(image, dtype=np.float64))
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(white, image.convert("RGBA"))
+            mode = "L" if image.mode in ("1", "L", "LA", "P") and _is_gray(image) else "RGB"
+            return np.asarray(image.convert(mode), dtype=np.float32) / 255
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise PipelineError(f"{path}: not an image Pillow can read (PNG, JPEG, ...)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PipelineError(f"{path}: unreadable or truncated image ({exc})") from None
+
+
+def _is_gray(image: Image.Image) -> bool:
+    """Whether a 1/L/LA/P image holds only gray levels (a palette may hold colours)."""
+    if image.mode != "P":
+        return True
+    rgb = np.asarray(image.convert("RGB"))
+    return bool((rgb == rgb[..., :1]).all())
+
+
+def _background(channel: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The paper (or board) without the strokes: a grey closing (opening for light ink) wider than a stroke.
+
+    Computed on a small copy and scaled back, so it costs the same on any image; a closing keeps
+    linear gradients and smooth lighting as they are, and removes everything narrower than its window.
+    """
+    height, width = channel.shape
+    factor = max(1.0, max(height, width) / BACKGROUND_SIDE)
+    small_size = (max(1, round(width / factor)), max(1, round(height / factor)))
+    small = np.asarray(Image.fromarray(channel).resize(small_size, Image.BOX))
+    window = max(3, max(small.shape) // 4)
+    close = ndimage.grey_closing if dark_ink else ndimage.grey_opening
+    flat = ndimage.uniform_filter(close(small, size=window, mode="nearest"), size=window // 2 + 1, mode="nearest")
+    return np.asarray(Image.fromarray(flat).resize((width, height), Image.BILINEAR))
+
+
+def _median3(values: np.ndarray) -> np.ndarray:
+    """A 3x3 median, which removes single-pixel noise (images under 3 pixels stay as they are)."""
+    return ndimage.median_filter(values, size=3, mode="nearest") if min(values.shape) >= 3 else values
+
+
+def ink_map(image: np.ndarray) -> np.ndarray:
+    """How much ink each pixel holds, in [0, 1] relative to the strongest stroke; background is 0."""
+    gray = image if image.ndim == 2 else image.mean(axis=2)
+    smooth = _median3(gray)
+    middle = float(np.median(smooth))
+    dark_ink = middle - float(smooth.min()) >= float(smooth.max()) - middle
+    channels = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
+    ink = np.zeros(gray.shape, dtype=np.float32)
+    for channel in channels:
+        background = _background(channel, dark_ink)
+        # contrast relative to the local paper, as lighting multiplies: a stroke in shade counts as one in light
+        contrast = (background - channel) / np.maximum(background, 0.05) if dark_ink else \
+            (channel - background) / np.maximum(1 - background, 0.05)
+        np.maximum(ink, contrast, out=ink)
+    peak = float(_median3(ink).max())
+    if peak <= 0:
+        return np.zeros_like(ink)
+    return np.clip((ink / peak - NOISE_FLOOR) / (1 - NOISE_FLOOR), 0, 1)
+
+
+def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
+    """The bounding box of the marks that make the digit: every connected mark with a real share of the ink."""
+    marks, count = ndimage.label(ink > MARK, structure=np.ones((3, 3)))
+    if count == 0:
+        raise PipelineError(f"{name}: no digit found (blank image)")
+    mass = ndimage.sum_labels(ink, marks, index=np.arange(1, count + 1))
+    kept = np.flatnonzero(mass >= MIN_SHARE * mass.max()) + 1
+    rows, cols = np.nonzero(np.isin(marks, kept))
+    extent = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    if extent < max(4, MIN_EXTENT * max(ink.shape)):
+        raise PipelineError(f"{name}: no digit found (only marks of {extent} pixels on a "
+                            f"{ink.shape[1]}x{ink.shape[0]} image, too small to be a digit)")
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """The median stroke width of a binary drawing, in pixels: twice the distance to the edge along the ridges."""
+    inside = ndimage.distance_transform_edt(mask)
+    ridge = mask & (inside >= ndimage.maximum_filter(inside, size=3))
+    return 2 * float(np.median(inside[ridge])) - 0.5
+
+
+def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
+    """Thicken or thin the strokes so that, once scaled by `scale`, they are about MNIST's width.
+
+    Works on the signed distance to the stroke's edge, so any change of width costs the same and the
+    new edge is anti-aliased. Strokes within 25% of the target width are left untouched.
+    """
+    mask = np.pad(crop > 0.5, 1)  # a margin, so that strokes touching the crop's border have an edge there
+    width = stroke_width(mask)
+    target = STROKE_WIDTH / scale
+    if abs(width - target) <= 0.25 * target:
+        return crop
+    grow = max((target - width) / 2, -0.2 * width)  # thinning stops short of breaking strokes: 40% at most
+    mask = np.pad(mask, max(0, int(np.ceil(grow))) + 1)
+    signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+    return np.clip(signed + grow + 0.5, 0, 1).astype(np.float32)
+
+
+def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Any image of one digit -> float32 28 x 28 in [0, 1], light ink on dark, prepared as MNIST's digits were."""
+    ink = ink_map(image)
+    rows, cols = digit_region(ink, name)
+    crop = normalize_stroke(ink[rows, cols], BOX / max(rows.stop - rows.start, cols.stop - cols.start))
+    kept_rows, kept_cols = np.nonzero(crop > MARK)
+    crop = crop[kept_rows.min():kept_rows.max() + 1, kept_cols.min():kept_cols.max() + 1]
+    scale = BOX / max(crop.shape)
+    height, width = (max(1, round(d * scale)) for d in crop.shape)
+    digit = np.asarray(Image.fromarray(crop).resize((width, height), Image.LANCZOS), dtype=np.float32)
+    digit = np.clip(digit / max(float(digit.max()), 1e-6), 0, 1)
+    total = digit.sum()
+    ys, xs = np.indices(digit.shape)
+    centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
+    top = int(np.clip(round(CANVAS / 2 - centre_y), 0, CANVAS - height))
+    left = int(np.clip(round(CANVAS / 2 - centre_x), 0, CANVAS - width))
+    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
+    canvas[top:top + height, left:left + width] = digit
+    return canvas
+
+
+def prepare_image(path: Path) -> np.ndarray:
+    """A file on disk -> float32 1 x 28 x 28 in [0, 1], ready for the exported model."""
+    return to_mnist(load_image(path), str(path))[None]

@@ -1,0 +1,1 @@
+"""The train stage's work: its params, the loop, augmentation, weight averaging, DDP and the record."""

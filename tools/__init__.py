@@ -1,0 +1,1 @@
+"""Developer tools that keep the docs honest: tables generated from the code and dvc.yaml."""

@@ -1,0 +1,102 @@
+"""The docs' tables that mirror code or config, generated: params (from each stage's schema) and what reruns
+when (from dvc.yaml). `python -m tools.doc_tables` rewrites them in place; a test fails when they are stale."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import yaml
+
+from pipeline.common.params import Schema
+from pipeline.data.preparation import PREPROCESS_PARAMS
+from pipeline.data.sources import DOWNLOAD_PARAMS
+from pipeline.train.config import TRAIN_PARAMS
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "params.md"
+SCHEMAS: dict[str, Schema] = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS, "train": TRAIN_PARAMS}
+
+
+def params_table(params_file: Path = ROOT / "params.yaml") -> str:
+    """Every key of params.yaml: its default, what is allowed, what it does and which stage reads it."""
+    defaults = yaml.safe_load(params_file.read_text())
+    rows = ["| key | default | allowed | meaning | read by |", "|---|---|---|---|---|"]
+    for stage, schema in SCHEMAS.items():
+        for key, param in schema.items():
+            default = str(defaults[key]).lower() if isinstance(defaults[key], bool) else defaults[key]
+            rows.append(f"| `{key}` | `{default}` | {param.allowed} | {param.help} | {stage} |")
+    return "\n".join(rows)
+
+
+def _entry(entry: str | dict) -> str:
+    return entry if isinstance(entry, str) else next(iter(entry))
+
+
+def _code_files(dep: str) -> list[str]:
+    """A code dep of dvc.yaml as the module files it stands for (a folder: all of its modules)."""
+    path = ROOT / dep
+    if path.is_dir():
+        return sorted(str(p.relative_to(ROOT)) for p in path.glob("*.py") if p.name != "__init__.py")
+    return [dep]
+
+
+def _label(files: list[str]) -> list[str]:
+    """Module files, with each folder whose modules are all listed written as the folder."""
+    labels, rest = [], set(files)
+    for folder in sorted({str(Path(f).parent) for f in files}):
+        modules = set(_code_files(folder)) if folder.startswith("pipeline/") else set()
+        if modules and modules <= rest:
+            labels.append(f"`{folder}/`")
+            rest -= modules
+    return labels + [f"`{f}`" for f in sorted(rest)]
+
+
+def reruns_table(dvc_yaml: Path = ROOT / "dvc.yaml") -> str:
+    """For each code module and param of dvc.yaml, the stages that depend on it directly."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    code: dict[str, list[str]] = {}
+    params: dict[str, list[str]] = {}
+    for name, stage in stages.items():
+        for dep in map(_entry, stage.get("deps", [])):
+            if dep.startswith(("pipeline", "stages")):
+                for file in _code_files(dep):
+                    code.setdefault(file, []).append(name)
+        for param in stage.get("params", []):
+            key = _entry(param)
+            params.setdefault("any key of `params.yaml`" if key == "params.yaml" else f"`{key}`", []).append(name)
+    grouped: dict[tuple[str, ...], list[str]] = {}
+    for file, names in code.items():
+        grouped.setdefault(tuple(names), []).append(file)
+    rows = ["| you change | these stages rerun (then those after them, if their outputs change) |", "|---|---|"]
+    for names, files in sorted(grouped.items(), key=lambda item: (len(item[0]), item[0])):
+        rows.append(f"| {', '.join(_label(files))} | {', '.join(names)} |")
+    by_stages: dict[tuple[str, ...], list[str]] = {}
+    for label, names in params.items():
+        by_stages.setdefault(tuple(names), []).append(label)
+    for names, labels in by_stages.items():
+        rows.append(f"| {', '.join(labels)} | {', '.join(names)} |")
+    return "\n".join(rows)
+
+
+TABLES = {"params": params_table, "reruns": reruns_table}
+
+
+def render(page: str) -> str:
+    """`page` with the text between each `<!-- NAME table -->` and `<!-- end -->` regenerated."""
+    for name, make in TABLES.items():
+        page = re.sub(rf"(<!-- {name} table -->\n).*?(\n<!-- end -->)", lambda m, make=make: m[1] + make() + m[2],
+                      page, flags=re.S)
+    return page
+
+
+@click.command()
+def main() -> None:
+    """Rewrite the generated tables in docs/params.md."""
+    PAGE.write_text(render(PAGE.read_text()))
+    click.echo(f"tables regenerated in {PAGE.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
