@@ -37,16 +37,16 @@ lint: setup
 bench: setup   # fresh results go to bench/results/local/; add --update to replace the committed ones
 	python -m bench.mlp_speed
 
-# Experiments and main side by side in under 100 columns: changed params, test accuracy, errors, val accuracy
-# (--drop takes whole column names)
+# Experiments and main side by side in under 100 columns, best test accuracy first: changed params, test
+# accuracy, errors, val accuracy (--drop takes whole column names)
 compare: setup
-	dvc exp show --only-changed --sort-by metrics/eval.json:accuracy --drop '$(COMPARE_DROP)'
+	@dvc exp show --only-changed --sort-by metrics/eval.json:accuracy --sort-order desc --drop '$(COMPARE_DROP)'
 
 # report/report.md: this workspace against BASE (default main), for a pull request
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes
+COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes|platform.*
 
 clean:
 	rm -rf $(VENV) data/raw data/prepared models/*.pt models/*.pt2 models/*.onnx

@@ -23,7 +23,7 @@ from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
 from pipeline.train.config import TrainConfig, load_train_config
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import fit
+from pipeline.train.loop import Checkpoint, TrainingData, fit
 
 # the default until this benchmark's recipe replaced it (99.53 % in 12 epochs)
 PREVIOUS = dict(model="cnn", width=16, optimizer="adamw", lr=0.006, momentum=0.9, nesterov=False, weight_decay=0.0005,
@@ -36,7 +36,8 @@ def train_and_test(cfg: TrainConfig, data: Path) -> dict[str, float]:
     stats = load_stats(data)
     train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
     with tempfile.TemporaryDirectory() as tmp:
-        result = fit(cfg, train, val, stats["mean"], stats["std"], ProcessInfo(), Path(tmp) / "ck.pt", {"run": "bench"})
+        result = fit(cfg, TrainingData(train, val, stats["mean"], stats["std"]), ProcessInfo(),
+                Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
     model = for_inference(result.model, cfg.model, stats["mean"], stats["std"], cfg.tta_shifts)
     correct = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).sum().item()
     return {"train_seconds": round(result.train_seconds, 2), "test_accuracy": correct / len(test.labels)}

@@ -26,7 +26,7 @@ from pipeline.model.model_file import for_inference
 from pipeline.model.networks import build_model
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import fit
+from pipeline.train.loop import Checkpoint, TrainingData, fit
 
 # lr: the best validation accuracy after 3 epochs among 0.003, 0.004, 0.005 and 0.006
 TRAINER = TrainConfig(model="mlp2", width=16, optimizer="adam", lr=0.005, momentum=0.9, nesterov=False,
@@ -92,8 +92,8 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
 
     def run(n: int) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(replace(TRAINER, epochs=n), train, val, stats["mean"], stats["std"], ProcessInfo(),
-                         Path(tmp) / "ck.pt", {"run": "bench"})
+            result = fit(replace(TRAINER, epochs=n), TrainingData(train, val, stats["mean"], stats["std"]),
+                    ProcessInfo(), Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
         model = for_inference(result.model, TRAINER.model, stats["mean"], stats["std"])
         accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
         click.echo(f"trainer   {n} epoch(s): {result.train_seconds:.2f}s, test accuracy {accuracy:.4f}")

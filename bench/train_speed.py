@@ -21,7 +21,7 @@ from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
 from pipeline.train.config import load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
-from pipeline.train.loop import fit, resolve_device
+from pipeline.train.loop import Checkpoint, TrainingData, fit, resolve_device
 
 
 def device_name(device: torch.device) -> str:
@@ -47,8 +47,9 @@ def main(device: str, epochs: int | None, batch_size: int | None, data: Path, ou
     train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(cfg, train, val, stats["mean"], stats["std"], info, Path(tmp) / "ck.pt", {"run": "bench"},
-                         lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
+            result = fit(cfg, TrainingData(train, val, stats["mean"], stats["std"]), info,
+                    Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}),
+                    lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
                          if info.is_main else None)
     finally:
         destroy_process_group(info)

@@ -18,7 +18,7 @@ from pipeline.model.model_file import save_model
 from pipeline.model.networks import count_parameters
 from pipeline.train.config import TRAIN_PARAMS, load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
-from pipeline.train.loop import fingerprint, fit, resolve_device
+from pipeline.train.loop import Checkpoint, TrainingData, fingerprint, fit, resolve_device
 from pipeline.train.platform_info import describe_platform
 from pipeline.train.record import write_record
 
@@ -71,8 +71,8 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
             log.info(epoch_line(record, cfg.epochs))
 
     try:
-        result = fit(cfg, train, val, stats["mean"], stats["std"], info, checkpoint, run_id, on_epoch,
-                     show_progress=sys.stderr.isatty())
+        splits = TrainingData(train, val, stats["mean"], stats["std"])
+        result = fit(cfg, splits, info, Checkpoint(checkpoint, run_id), on_epoch, show_progress=sys.stderr.isatty())
     except KeyboardInterrupt:
         log.info("interrupted: completed epochs are in %s; run again to resume", checkpoint)
         sys.exit(130)

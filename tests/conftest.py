@@ -18,6 +18,7 @@ from pipeline.model.model_file import save_model
 from tests.dvc_repo import build_template
 from tests.helpers import REPO, invoke, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
 
+pytest_plugins = ["tests.ci_skips"]
 TEMPLATE_BUILDER = pytest.StashKey[subprocess.Popen]()
 
 os.environ["MNIST_OFFLINE"] = "1"  # tests never touch the network
@@ -87,13 +88,13 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> P
     """models/model.pt of a CNN trained for 3 epochs on the `prepared` fixture (about 97% accurate)."""
     from pipeline.data.prepared import load_split, load_stats
     from pipeline.train.distributed import ProcessInfo
-    from pipeline.train.loop import fit
+    from pipeline.train.loop import Checkpoint, TrainingData, fit
 
     folder = tmp_path_factory.mktemp("model")
     stats = load_stats(prepared)
     cfg = quick_config(epochs=3, augment=False)
-    result = fit(cfg, load_split(prepared / "train.pt"), load_split(prepared / "val.pt"), stats["mean"], stats["std"],
-                 ProcessInfo(), folder / "checkpoint.pt", {"run": "fixture"})
+    result = fit(cfg, TrainingData(load_split(prepared / "train.pt"), load_split(prepared / "val.pt"), stats["mean"],
+            stats["std"]), ProcessInfo(), Checkpoint(folder / "checkpoint.pt", {"run": "fixture"}))
     save_model(folder / "model.pt", cfg.model, result.model, stats["mean"], stats["std"], stats["classes"],
                {"epochs": cfg.epochs})
     return folder / "model.pt"

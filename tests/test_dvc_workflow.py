@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_repo import dvc, git, run, set_params
+from tests.dvc_repo import ENV, dvc, git, run, set_params
 
 
 def md5(path: Path) -> str:
@@ -227,8 +227,14 @@ def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(d
         dvc(dvc_repo, "queue", "stop", check=False)
     grid = experiments(dvc_repo)
     assert sorted(data["params"]["params.yaml"]["data"]["lr"] for data in grid.values()) == [0.003, 0.005]
-    ranked = dvc(dvc_repo, "exp", "show", "--sort-by", "metrics/eval.json:accuracy", "--md").stdout
-    assert ranked.count("| ├──") + ranked.count("| └──") == 2, ranked
+    compared = run(dvc_repo, "make", "--no-print-directory", "-o", "setup", "compare",
+                   env={**ENV, "COLUMNS": "100"}).stdout.splitlines()
+    assert max(map(len, compared)) <= 100, "\n".join(compared)
+    header = next(line.split() for line in compared if "Experiment" in line)
+    accuracy = header.index("accuracy")
+    rows = [line.split() for line in compared if "├──" in line or "└──" in line]
+    shown = [float(row[accuracy + 2]) for row in rows]  # a row has '├──', the revision and the name first
+    assert len(shown) == 2 and shown == sorted(shown, reverse=True), "\n".join(compared)
 
 
 def test_push_then_pull_into_a_fresh_clone_restores_the_model_and_data_is_rebuilt_not_pulled(

@@ -14,7 +14,7 @@ from pipeline.common.errors import PipelineError
 from pipeline.model.networks import build_model
 from pipeline.train import memory
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import fit, resolve_device
+from pipeline.train.loop import Checkpoint, TrainingData, fit, resolve_device
 from pipeline.train.memory import check_fits, training_bytes
 from stages import train
 from tests.helpers import invoke, quick_config, small_split
@@ -46,7 +46,8 @@ def test_the_guard_sees_a_float64_tensor() -> None:
 def test_the_real_training_loop_makes_no_float64_tensor_on_the_training_device(tmp_path: Path, extra: dict) -> None:
     cfg = quick_config(epochs=2, batch_size=64, **extra)
     with Float64Guard("cpu") as guard:
-        result = fit(cfg, small_split(256), small_split(64), 0.5, 0.3, ProcessInfo(), tmp_path / "ck.pt", {"run": "g"})
+        result = fit(cfg, TrainingData(small_split(256), small_split(64), 0.5, 0.3), ProcessInfo(),
+                Checkpoint(tmp_path / "ck.pt", {"run": "g"}))
     assert len(result.state.history) == 2
     assert guard.found == set()
 
@@ -62,9 +63,10 @@ def test_onecycle_with_too_few_steps_stops_in_one_line(tmp_path: Path) -> None:
     cfg = quick_config(model="mlp", scheduler="onecycle", batch_size=65536, epochs=4)  # 1 step an epoch: 4 steps
     with pytest.raises(PipelineError, match=r"^params\.yaml: 'scheduler' onecycle needs at least 5 optimizer steps, "
                                             r"but 'epochs' 4 at 'batch_size' 65536 make 4; "):
-        fit(cfg, small_split(256), small_split(64), 0.5, 0.3, ProcessInfo(), tmp_path / "ck.pt", {"run": "1"})
-    five = fit(quick_config(model="mlp", batch_size=65536, epochs=5), small_split(256), small_split(64), 0.5, 0.3,
-               ProcessInfo(), tmp_path / "ck5.pt", {"run": "5"})
+        fit(cfg, TrainingData(small_split(256), small_split(64), 0.5, 0.3), ProcessInfo(),
+                Checkpoint(tmp_path / "ck.pt", {"run": "1"}))
+    five = fit(quick_config(model="mlp", batch_size=65536, epochs=5), TrainingData(small_split(256), small_split(64),
+            0.5, 0.3), ProcessInfo(), Checkpoint(tmp_path / "ck5.pt", {"run": "5"}))
     assert len(five.state.history) == 5
 
 

@@ -23,7 +23,7 @@ from pipeline.model.model_file import load_model
 from pipeline.model.networks import MODELS, build_model
 from pipeline.train.config import load_train_config
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import epoch_order, fingerprint, fit, resolve_device
+from pipeline.train.loop import Checkpoint, TrainingData, epoch_order, fingerprint, fit, resolve_device
 from pipeline.train.platform_info import describe_platform
 from stages import train
 from tests.helpers import REPO, quick_config, small_split
@@ -39,8 +39,9 @@ def run_id(prepared: Path, code: str = "code", platform: dict | None = None, **o
 
 def fit_prepared(prepared: Path, checkpoint: Path, code: str = "code", **overrides: object):
     stats = load_stats(prepared)
-    return fit(quick_config(**overrides), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-               stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, code, **overrides))
+    return fit(quick_config(**overrides), TrainingData(load_split(prepared / "train.pt"),
+            load_split(prepared / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(), Checkpoint(checkpoint,
+            run_id(prepared, code, **overrides)))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -91,9 +92,9 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: P
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(quick_config(epochs=3, **extra), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-            stats["mean"], stats["std"], ProcessInfo(), checkpoint, run_id(prepared, epochs=3, **extra),
-            interrupt_after_first_epoch)
+        fit(quick_config(epochs=3, **extra), TrainingData(load_split(prepared / "train.pt"),
+                load_split(prepared / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(), Checkpoint(checkpoint,
+                run_id(prepared, epochs=3, **extra)), interrupt_after_first_epoch)
     assert checkpoint.exists()
     resumed = fit_prepared(prepared, checkpoint, epochs=3, **extra)
     assert resumed.resumed_from == 1
@@ -147,9 +148,9 @@ def test_a_checkpoint_of_another_run_is_set_aside_never_loaded(prepared: Path, t
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(quick_config(epochs=2, model="mlp"), load_split(prepared / "train.pt"), load_split(prepared / "val.pt"),
-            stats["mean"], stats["std"], ProcessInfo(), checkpoint,
-            run_id(prepared, platform=H200 if other == "platform" else None, model="mlp", epochs=2), stop)
+        fit(quick_config(epochs=2, model="mlp"), TrainingData(load_split(prepared / "train.pt"),
+                load_split(prepared / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(), Checkpoint(checkpoint,
+                run_id(prepared, platform=H200 if other == "platform" else None, model="mlp", epochs=2)), stop)
     assert checkpoint.exists()
     if other == "torch":
         monkeypatch.setattr(torch, "__version__", "9.9.9")
@@ -168,7 +169,8 @@ def test_a_diverging_run_stops_with_one_line(tmp_path: Path) -> None:
     cfg = quick_config(model="mlp", optimizer="sgd", lr=9.9, momentum=0.99, scheduler="none", epochs=4, augment=False)
     pattern = r"^training diverged at epoch [1-4]: (train|val) loss is (nan|inf); lower lr \(now 9\.9\)$"
     with pytest.raises(PipelineError, match=pattern):
-        fit(cfg, train, small_split(200), 0.5, 0.3, ProcessInfo(), tmp_path / "ck.pt", {"run": "diverging"})
+        fit(cfg, TrainingData(train, small_split(200), 0.5, 0.3), ProcessInfo(), Checkpoint(tmp_path / "ck.pt",
+                {"run": "diverging"}))
 
 
 def test_the_largest_seeds_run(prepared: Path, tmp_path: Path) -> None:
@@ -192,6 +194,7 @@ def test_shards_partition_each_epoch() -> None:
     assert torch.equal(epoch_order(103, 5, 2, ProcessInfo()), epoch_order(103, 5, 2, ProcessInfo()))
 
 
+@pytest.mark.may_skip_in_ci("a CI machine with a GPU has CUDA")
 def test_absent_cuda_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -261,8 +264,22 @@ def test_two_cpu_processes_train_like_one_and_an_interrupted_two_process_run_res
     assert "2 process(es)" in done.stderr and "resuming from" in done.stderr and "after epoch 1" in done.stderr
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["epochs_run"] == 3
-    one_process = fit(load_train_config(params), load_split(data / "train.pt"), load_split(data / "val.pt"),
-                      *(load_stats(data)[k] for k in ("mean", "std")), ProcessInfo(), tmp_path / "one.pt", {"run": "1"})
+    stats = load_stats(data)
+    one_process = fit(load_train_config(params), TrainingData(load_split(data / "train.pt"),
+                      load_split(data / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(),
+                      Checkpoint(tmp_path / "one.pt", {"run": "1"}))
     assert abs(summary["val_acc"] - one_process.state.history[-1]["val_acc"]) < 0.02  # the same accuracy band
     model, _ = load_model(tmp_path / "model.pt")
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_ddp_averages_gradients_across_ranks(tmp_path: Path) -> None:
+    out = tmp_path / "ddp.json"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    done = subprocess.run([*torchrun, "tests.ddp_probe", str(out)], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["moved"] > 1e-3, report  # the step changed the weights
+    assert report["ranks_apart"] == 0.0  # each rank saw other images: only an all-reduce makes them agree
+    assert report["from_one_process"] < 1e-6, report  # the average of the halves' gradients is the whole batch's

@@ -86,8 +86,8 @@ TABLES = {"params": params_table, "reruns": reruns_table}
 def render(page: str) -> str:
     """`page` with the text between each `<!-- NAME table -->` and `<!-- end -->` regenerated."""
     for name, make in TABLES.items():
-        page = re.sub(rf"(<!-- {name} table -->\n).*?(\n<!-- end -->)", lambda m, make=make: m[1] + make() + m[2],
-                      page, flags=re.S)
+        page = re.sub(rf"(<!-- {name} table -->\n)(?:(?!<!-- end -->).)*(<!-- end -->)",
+                      lambda m, make=make: f"{m[1]}{make()}\n{m[2]}", page, flags=re.S)
     return page
 
 

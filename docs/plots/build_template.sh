@@ -11,7 +11,7 @@ npm pack --silent vega@5.33.1 vega-lite@5.23.0 vega-embed@6.29.0 >/dev/null
 for archive in *.tgz; do mkdir "${archive%.tgz}" && tar -xzf "$archive" -C "${archive%.tgz}"; done
 {
     printf '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n{refresh_tag}\n<title>DVC plots</title>\n'
-    printf '<!-- vega 5.33.1, vega-lite 5.23.0, vega-embed 6.29.0: BSD-3-Clause, see LICENSES.md beside this file -->\n'
+    printf '<!-- vega 5.33.1, vega-lite 5.23.0, vega-embed 6.29.0: BSD-3-Clause, see docs/plots/LICENSES.md in this project -->\n'
     for library in vega-5.33.1/package/build/vega.min.js vega-lite-5.23.0/package/build/vega-lite.min.js \
                    vega-embed-6.29.0/package/build/vega-embed.min.js; do
         printf '<script>\n'

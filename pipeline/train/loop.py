@@ -255,6 +255,24 @@ def check_finite(record: dict[str, float], lr: float) -> None:
                                 f"{record[key]}; lower lr (now {lr:g})")
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """The prepared splits a run trains and validates on, and the training set's normalization."""
+
+    train: Split
+    val: Split
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run checkpoints, and the fingerprint a checkpoint must carry to be resumed."""
+
+    path: Path
+    fingerprint: dict[str, str]
+
+
 @dataclass
 class FitResult:
     """The best model's weights and the run's record."""
@@ -306,15 +324,14 @@ def resume(run: Run, checkpoint_path: Path, run_id: dict[str, str],
     return state
 
 
-def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, info: ProcessInfo,
-        checkpoint_path: Path, run_id: dict[str, str], on_epoch: Callable[[dict[str, float]], None] = lambda r: None,
-        show_progress: bool = False) -> FitResult:
+def fit(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, checkpoint: Checkpoint,
+        on_epoch: Callable[[dict[str, float]], None] = lambda r: None, show_progress: bool = False) -> FitResult:
     """Train `cfg.model`, checkpointing after every epoch and resuming a matching checkpoint."""
     device = resolve_device(cfg.device, info.local_rank)
     make_deterministic(device)
-    run = start_run(cfg, train, mean, std, info, device)
-    x_val, y_val = device_tensors(val, mean, std, device, uses_channels_last(cfg.model))
-    state = resume(run, checkpoint_path, run_id, on_epoch)
+    run = start_run(cfg, data.train, data.mean, data.std, info, device)
+    x_val, y_val = device_tensors(data.val, data.mean, data.std, device, uses_channels_last(cfg.model))
+    state = resume(run, checkpoint.path, checkpoint.fingerprint, on_epoch)
     resumed_from = state.epoch
     network = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None) \
         if info.distributed else run.model
@@ -324,7 +341,7 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
         epoch = state.epoch
         # augmentation: resumable per epoch, and each rank draws its own (rank 0 alone draws what one process would)
         torch.manual_seed(cfg.seed * 1_000_003 + info.rank * 1_000 + epoch)
-        order = epoch_order(len(train), cfg.seed, epoch, info)
+        order = epoch_order(len(data.train), cfg.seed, epoch, info)
         bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False) \
             if show_progress and info.is_main else None
         started = time.perf_counter()
@@ -349,13 +366,14 @@ def fit(cfg: TrainConfig, train: Split, val: Split, mean: float, std: float, inf
             state.bad_epochs += 1
         stopped = from_main(cfg.patience > 0 and state.bad_epochs >= cfg.patience, info)
         if info.is_main:
-            save_torch(checkpoint_path, {"fingerprint": run_id, **run.state_dicts(), "state": asdict(state)})
+            save_torch(checkpoint.path, {"fingerprint": checkpoint.fingerprint, **run.state_dicts(),
+                                         "state": asdict(state)})
         on_epoch(record)
 
     kept = run.kept
     kept.load_state_dict(state.best_state)
     train_seconds = sum(r["seconds"] for r in state.history)
-    per_rank = len(train) // info.world_size
+    per_rank = len(data.train) // info.world_size
     return FitResult(kept.cpu().eval(), state, train_seconds, len(state.history) * per_rank * info.world_size,
                      resumed_from)
 

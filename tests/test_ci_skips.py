@@ -1,0 +1,41 @@
+"""Under CI a skipped test fails the run, unless it is marked as allowed to skip there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+PROBE = '''
+import pytest
+
+@pytest.mark.skipif(True, reason="a tool is missing")
+def test_needs_a_tool():
+    pass
+
+@pytest.mark.may_skip_in_ci("allowed")
+@pytest.mark.skipif(True, reason="no GPU here")
+def test_may_skip():
+    pass
+'''
+
+
+@pytest.mark.parametrize(("ci", "fails"), [("true", True), ("", False)])
+def test_a_skip_fails_under_ci_unless_marked(tmp_path: Path, ci: str, fails: bool) -> None:
+    (tmp_path / "test_probe.py").write_text(PROBE)
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:xdist", "-p",
+                           "no:cacheprovider", "-o", "addopts=", "-rA", str(tmp_path / "test_probe.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    summary = done.stdout.splitlines()[-1]
+    assert (done.returncode != 0) == fails, done.stdout[-2000:]
+    if fails:  # a skip in setup becomes an error there; the marked test still skips
+        assert "1 skipped, 1 error" in summary, summary
+        assert "ERROR test_probe.py::test_needs_a_tool - skipped under CI (Skipped: a tool is missing)" in done.stdout
+    else:
+        assert "2 skipped" in summary, summary
