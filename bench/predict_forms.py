@@ -37,7 +37,7 @@ def form_files(form: Form, digits: np.ndarray, folder: Path, seed: int = 0) -> l
 def form_accuracy(session: object, files: list[Path], labels: np.ndarray) -> tuple[float, int]:
     """Share of files that predict labels correctly (a file it cannot read counts as wrong), and errors."""
     classes = class_names(session)
-    results = predict_files(session, classes, files)
+    results = list(predict_files(session, classes, files))
     right = sum(r.get("label") == classes[label] for r, label in zip(results, labels, strict=True))
     return right / len(files), sum("error" in r for r in results)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -30,16 +31,21 @@ def main(files: tuple[Path, ...], model: Path, as_json: bool) -> None:
         session = open_session(model)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
-    results = predict_files(session, class_names(session), list(files))
+    failed = False
     if as_json:
-        click.echo(json.dumps(results, indent=2))
-    for result in results:
+        click.echo("[")
+    for index, result in enumerate(predict_files(session, class_names(session), list(files))):
+        failed = failed or "error" in result
+        if as_json:  # a list printed an item at a time, so results appear as they come and the JSON stays valid
+            item = textwrap.indent(json.dumps(result, indent=2), "  ")
+            click.echo(f"{item}," if index < len(files) - 1 else item)
         if "error" in result:
             click.echo(f"error: {result['error']}", err=True)
         elif not as_json:
             click.echo(f"{result['file']}: {result['label']} ({result['probability']:.3f})")
-    sys.exit(1 if any("error" in r for r in results) else 0)
-
+    if as_json:
+        click.echo("]")
+    sys.exit(1 if failed else 0)
 
 if __name__ == "__main__":
     main()

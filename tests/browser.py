@@ -46,21 +46,26 @@ THREE = ((-60, -80), (0, -100), (60, -70), (10, -5), (70, 50), (0, 100), (-65, 7
 
 
 def main(out: Path) -> None:
+    import uvicorn
+
     from pipeline.export.onnx_session import class_names, open_session
     from pipeline.inference.prediction import DEFAULT_MODEL
-    from pipeline.inference.serving import make_server
+    from pipeline.inference.serving import make_app
 
     session = open_session(DEFAULT_MODEL)
-    server = make_server(session, class_names(session), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = uvicorn.Config(make_app(session, class_names(session)), host="127.0.0.1", port=0, log_level="warning")
+    sock = config.bind_socket()
+    sock.listen(config.backlog)
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     driver = chromium()
     try:
-        driver.get(f"http://127.0.0.1:{server.server_port}/")
+        driver.get(f"http://127.0.0.1:{sock.getsockname()[1]}/")
         print("the page reads", draw(driver, *THREE))
         driver.save_screenshot(str(out))
     finally:
         driver.quit()
-        server.shutdown()
+        server.should_exit = True
 
 
 if __name__ == "__main__":

@@ -1,52 +1,57 @@
-"""serve: the JSON endpoint, its refusals, the one-line start-up and the drawing page in a real browser."""
+"""serve: the JSON endpoint, every hostile request answered, bounded work, the bound address, and the drawing
+page in a real browser. The server is the real command (`python -m stages.serve`), with a 1 s client timeout."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import select
+import socket
+import struct
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 
 from pipeline.data.prepared import load_split
-from pipeline.export.onnx_session import class_names, open_session
 from pipeline.inference import serving
 from tests.browser import CHROMEDRIVER, CHROMIUM, chromium, draw
 from tests.helpers import REPO
+from tests.http_raw import Answer, exchange, read_answer, request
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
+TIMEOUT = 1.0
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    line: str
 
 
 @pytest.fixture(scope="module")
-def server(exported: Path) -> Iterator[str]:
-    """The server on a free port of 127.0.0.1, in a thread of this process."""
-    session = open_session(exported / "model.onnx")
-    httpd = serving.make_server(session, class_names(session), "127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}/"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def post(url: str, body: bytes, content_type: str | None) -> tuple[int, dict]:
-    """POST `body`; the status and the JSON answer, whatever the status."""
-    request = urllib.request.Request(url, data=body, method="POST")
-    if content_type:
-        request.add_header("Content-Type", content_type)
+def server(exported: Path) -> Iterator[Server]:
+    """`python -m stages.serve --port 0 --timeout 1` on the exported fixture model."""
+    process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"),
+                                "--port", "0", "--timeout", str(TIMEOUT)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        line = process.stdout.readline()  # the server prints it once it is bound; EOF if it dies
+        assert line.startswith("serving "), process.stderr.read() if process.poll() is not None else line
+        yield Server(process, int(line.split(" on http://127.0.0.1:")[1].split("/")[0]), line)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def png(image: np.ndarray) -> bytes:
@@ -55,69 +60,224 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_predict_answers_an_image_and_json_pixels_with_the_label_and_ten_probabilities(
-        server: str, prepared: Path) -> None:
+@pytest.fixture(scope="module")
+def digit(prepared: Path) -> tuple[bytes, str]:
+    """A test digit drawn dark on light at 168 px, as PNG, and its label."""
     test = load_split(prepared / "test.pt")
-    digit = 255 - np.kron(test.images[0].numpy(), np.ones((6, 6), dtype=np.uint8))  # dark on light, 168 px
-    status, answer = post(server + "predict", png(digit), "image/png")
-    assert status == 200, answer
-    assert answer["label"] == str(int(test.labels[0]))
-    assert list(answer["probabilities"]) == [str(d) for d in range(10)]
+    return png(255 - np.kron(test.images[0].numpy(), np.ones((6, 6), dtype=np.uint8))), str(int(test.labels[0]))
+
+
+def predict(server: Server, body: bytes, content_type: str | None = "image/png") -> Answer:
+    return exchange(server.port, request("POST", "/predict", body, content_type))
+
+
+def still_serving(server: Server, digit: tuple[bytes, str]) -> None:
+    answer = predict(server, digit[0])
+    assert answer.status == 200 and answer.json()["label"] == digit[1]
+
+
+def form(boundary: str, parts: list[tuple[str, bytes]]) -> bytes:
+    body = b"".join(f"--{boundary}\r\n{headers}\r\n\r\n".encode() + data + b"\r\n" for headers, data in parts)
+    return body + f"--{boundary}--\r\n".encode()
+
+
+def test_predict_answers_an_image_a_form_upload_and_json_pixels(server: Server, digit: tuple[bytes, str],
+                                                                prepared: Path) -> None:
+    answer = predict(server, digit[0]).json()
+    assert answer["label"] == digit[1] and list(answer["probabilities"]) == [str(d) for d in range(10)]
     assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
-    assert answer["probabilities"][answer["label"]] == max(answer["probabilities"].values())
-    status, from_pixels = post(server + "predict", json.dumps({"pixels": test.images[0].tolist()}).encode(),
-                               "application/json")
-    assert status == 200 and from_pixels["label"] == answer["label"]
-    boundary = "b0undary"
-    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png(digit) + f"\r\n--{boundary}--\r\n".encode()
-    status, uploaded = post(server + "predict", form, f"multipart/form-data; boundary={boundary}")
-    assert status == 200 and uploaded == answer
+    pixels = load_split(prepared / "test.pt").images[0].tolist()
+    assert predict(server, json.dumps({"pixels": pixels}).encode(), "application/json").json()["label"] == digit[1]
+    upload = form("b0undary", [('Content-Disposition: form-data; name="file"; filename="d.png"', digit[0])])
+    assert predict(server, upload, "multipart/form-data; boundary=b0undary").json() == answer
 
 
-def test_bad_requests_get_a_4xx_json_error_and_the_server_keeps_serving(
-        server: str, prepared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serving, "MAX_BODY", 50_000)
-    cases = {
-        "not an image": (b"hello, world", "image/png", 422, "not an image"),
-        "wrong content type": (b"hello", "text/plain", 415, "Content-Type text/plain is not accepted"),
-        "empty body": (b"", "image/png", 400, "empty body"),
-        "too large": (b"\0" * 60_000, "image/png", 413, "too large"),
-        "bad JSON": (b'{"pixel": 3}', "application/json", 400, '{"pixels"'),
-        "blank image": (png(np.full((40, 40), 255, np.uint8)), "image/png", 422, "no digit found"),
-        "too many pixels": (png(np.full((2100, 2100), 255, np.uint8)), "image/png", 422, "pixels is too large"),
-    }
-    for name, (body, content_type, status, message) in cases.items():
-        got, answer = post(server + "predict", body, content_type)
-        assert (got, message in answer.get("error", "")) == (status, True), (name, got, answer)
-    got, answer = post(server + "nowhere", b"x", "image/png")
-    assert got == 404 and "POST to /predict" in answer["error"]
-    digit = load_split(prepared / "test.pt").images[1].numpy()
-    assert post(server + "predict", png(digit), "image/png")[0] == 200
+def test_the_docs_and_the_page_are_served(server: Server) -> None:
+    page = exchange(server.port, request("GET", "/"))
+    assert page.status == 200 and b"<canvas" in page.body
+    spec = exchange(server.port, request("GET", "/openapi.json")).json()
+    assert "/predict" in spec["paths"]
+    assert exchange(server.port, request("GET", "/docs")).status == 200
 
 
-def test_serve_binds_to_localhost_and_says_where_in_one_line(exported: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"),
-                                "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def float_tiff(value: float) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40), value, dtype=np.float32), mode="F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def ico_declaring(side: int) -> bytes:
+    """An ICO whose directory claims one `side` x `side` PNG image (the bytes are not there)."""
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, 40, 22)
+    png_header = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", side, side)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png_header + b"\x08\x06\x00\x00\x00" + b"\0" * 44
+
+
+HOSTILE = {  # name: (body, content type, status, part of the error)
+    "pixels above 2^32-1": (b'{"pixels": [[0, 5e9]]}', "application/json", 422, "no digit found"),
+    "a 400-digit integer": (b'{"pixels": [[' + b"9" * 400 + b"]]}", "application/json", 400, "a float can hold"),
+    "deeply nested JSON": (b"[" * 100_000, "application/json", 400, "nested too deeply"),
+    "NaN in JSON": (b'{"pixels": [[NaN]]}', "application/json", 400, "malformed JSON"),
+    "not an image": (b"hello, world", "image/png", 422, "not an image of an accepted format"),
+    "wrong content type": (b"hello", "text/plain", 415, "Content-Type text/plain is not accepted"),
+    "no content type": (b"hello", None, 415, "Content-Type (none)"),
+    "empty body": (b"", "image/png", 400, "empty body"),
+    "a float TIFF holding 5e9": (float_tiff(5e9), "image/tiff", 422, "no digit found"),
+    "an ICO declaring 200000x200000": (ico_declaring(0), "image/x-icon", 422, "not an image of an accepted format"),
+    "a 1x15000 PNG": (png(np.zeros((1, 15000), np.uint8)), "image/png", 422, "too elongated"),
+    "a PNG of 2100x2100": (png(np.full((2100, 2100), 255, np.uint8)), "image/png", 422, "pixels is too large"),
+    "a blank image": (png(np.full((40, 40), 255, np.uint8)), "image/png", 422, "no digit found"),
+    "filename*0* in a form": (form("x", [("Content-Disposition: form-data; name=\"f\"; filename*0*=UTF-8''a.png",
+                                          b"not a png")]), "multipart/form-data; boundary=x", 400, "no file part"),
+    "a nested multipart": (form("x", [("Content-Type: multipart/mixed; boundary=y\r\nContent-Disposition: form-data; "
+                                       "name=\"f\"", form("y", [("Content-Type: text/plain", b"hi")]) * 200)]),
+                           "multipart/form-data; boundary=x", 400, "no file part"),
+    "50,000 parts": (form("x", [(f'Content-Disposition: form-data; name="f{i}"', b"v") for i in range(50_000)]),
+                     "multipart/form-data; boundary=x", 400, "upload refused: Too many fields"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_each_bad_body_gets_its_4xx_json_error_and_the_server_keeps_serving(
+        server: Server, digit: tuple[bytes, str], name: str) -> None:
+    body, content_type, status, message = HOSTILE[name]
+    started = time.monotonic()
+    answer = predict(server, body, content_type)
+    assert (answer.status, message in answer.json()["error"]) == (status, True), (answer.status, answer.body)
+    assert time.monotonic() - started < 10, "bounded work: every refusal comes at once"
+    still_serving(server, digit)
+
+
+RAW = {  # name: (raw bytes, status, part of the error)
+    "Content-Length: ²": ("POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: ²\r\n\r\n".encode(), 400,
+                          "invalid HTTP request"),
+    "a 5,000-digit Content-Length": (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                     b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", 400, "invalid HTTP request"),
+    "a Content-Length over 10 MB": (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                                    b"Content-Length: 10485761\r\n\r\n", 413, "10,485,761 bytes is too large"),
+    "a TLS hello": (bytes.fromhex("160301020001000200030394") + b"\0" * 500, 400, "invalid HTTP request"),
+    "a 100 KB header": (request("GET", "/", extra=f"X-Big: {'a' * 100_000}\r\n"), 431, "headers over 16,384 bytes"),
+    "PUT": (request("PUT", "/predict", b"x", "image/png"), 405, "PUT /predict: Method Not Allowed"),
+    "OPTIONS": (request("OPTIONS", "/"), 405, "Method Not Allowed"),
+    "an unknown path": (request("GET", "/nowhere"), 404, "GET /nowhere: Not Found"),
+}
+
+
+@pytest.mark.parametrize("name", list(RAW))
+def test_each_malformed_request_gets_a_json_answer_not_a_dropped_connection(
+        server: Server, digit: tuple[bytes, str], name: str) -> None:
+    raw, status, message = RAW[name]
+    answer = exchange(server.port, raw)
+    assert (answer.status, message in answer.json()["error"]) == (status, True), (answer.status, answer.body)
+    still_serving(server, digit)
+
+
+def test_a_chunked_body_is_refused_as_soon_as_it_passes_10_mb(server: Server, digit: tuple[bytes, str]) -> None:
+    size = 10 * 2**20 + 1  # no Content-Length: the limit is enforced on what arrives
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = exchange(server.port, head + f"{size:x}\r\n".encode() + b"\0" * size)
+    assert answer.status == 413 and "over 10,485,760 bytes" in answer.json()["error"]
+    still_serving(server, digit)
+
+
+def test_head_gets_headers_only(server: Server) -> None:
+    answer = exchange(server.port, request("HEAD", "/nowhere"))
+    assert answer.status == 404 and answer.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("what", ["silence", "headers trickled", "a body announced and never sent"])
+def test_slow_and_idle_clients_are_answered_408_and_closed(server: Server, digit: tuple[bytes, str],
+                                                           what: str) -> None:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        if what == "headers trickled":  # a byte every tenth of the timeout, until the server answers
+            for byte in b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n":
+                if select.select([sock], [], [], TIMEOUT / 10)[0]:
+                    break
+                sock.sendall(bytes([byte]))
+        elif what == "a body announced and never sent":
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 900\r\n\r\n")
+        answer = read_answer(sock, started + 10)
+        assert answer.status == 408 and f"within {TIMEOUT:g} s" in answer.json()["error"], answer
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # and closed
+    assert time.monotonic() - started < TIMEOUT + 3
+    still_serving(server, digit)
+
+
+def test_forty_idle_connections_are_all_closed_by_the_deadline(server: Server, digit: tuple[bytes, str]) -> None:
+    sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(40)]
     try:
-        line = process.stdout.readline()
-        assert line.startswith("serving ") and "on http://127.0.0.1:" in line, line
-        url = line.split(" on ")[1].split()[0]
-        with urllib.request.urlopen(url, timeout=30) as response:
-            assert b"<canvas" in response.read()
+        still_serving(server, digit)  # idle connections hold no worker
+        deadline = time.monotonic() + TIMEOUT + 5
+        answers = [read_answer(sock, deadline) for sock in sockets]
+        assert {a.status for a in answers} == {408}
+        assert all(sock.recv(1) == b"" for sock in sockets)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for sock in sockets:
+            sock.close()
+
+
+def test_the_server_stays_within_a_few_hundred_megabytes(server: Server, digit: tuple[bytes, str]) -> None:
+    for body, content_type, _, _ in HOSTILE.values():
+        predict(server, body, content_type)
+    still_serving(server, digit)
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    assert peak_kb < 600 * 1024, f"peak resident memory {peak_kb // 1024} MB"
+
+
+def listening_address(pid: int, port: int) -> str:
+    """The address a process's socket really listens on, from the kernel's table (not from what it printed)."""
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, local_port = local.split(":")
+        if state == "0A" and int(local_port, 16) == port:  # 0A: LISTEN
+            return socket.inet_ntoa(struct.pack("<I", int(address, 16)))
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_serve_binds_to_localhost_by_default_and_prints_the_bound_address(server: Server) -> None:
+    assert server.line == f"serving {server.process.args[4]} on http://127.0.0.1:{server.port}/ (Ctrl-C stops)\n"
+    assert listening_address(server.process.pid, server.port) == "127.0.0.1"
+
+
+class BrokenSession:
+    def run(self, *args: object) -> list:
+        raise RuntimeError("the model blew up")
+
+
+def test_a_fault_of_the_server_is_a_500_json_answer_with_the_traceback_logged(
+        digit: tuple[bytes, str], caplog: pytest.LogCaptureFixture) -> None:
+    app = serving.make_app(BrokenSession(), [str(d) for d in range(10)])
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    sock = config.bind_socket()
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        with caplog.at_level(logging.ERROR, logger="serve"):
+            answer = exchange(sock.getsockname()[1], request("POST", "/predict", digit[0], "image/png"))
+        assert answer.status == 500
+        assert answer.json() == {"error": "the server failed on this request (RuntimeError); it is logged"}
+        assert "the model blew up" in caplog.text and "Traceback" in caplog.text
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
                                                             "(.ci/run installs them)")
-def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: str) -> None:
+def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: Server) -> None:
     from selenium.webdriver.common.by import By
 
     driver = chromium()
     try:
-        driver.get(server)
+        driver.get(f"http://127.0.0.1:{server.port}/")
         assert draw(driver, (5, -95), (5, 95)) == "1"
         assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10
         driver.find_element(By.ID, "clear").click()

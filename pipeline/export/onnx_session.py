@@ -13,14 +13,17 @@ from pipeline.common.errors import PipelineError
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 
 
-def open_session(path: Path) -> Any:
-    """An onnxruntime CPU session for the model at `path`; a missing or corrupt file is a PipelineError."""
+def open_session(path: Path, threads: int = 0) -> Any:
+    """An onnxruntime CPU session for the model at `path` using `threads` threads per run (0: onnxruntime's
+    default, one per core); a missing or corrupt file is a PipelineError."""
     import onnxruntime as ort
 
     if not path.is_file():
         raise PipelineError(f"{path}: not found (run `dvc repro` to export the model)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own error types for corrupt files
         raise PipelineError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:160]})") from None
 

@@ -14,6 +14,10 @@ The steps, each undoing one way real images differ from MNIST's:
 
 from __future__ import annotations
 
+import io
+import math
+import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +28,9 @@ from scipy import ndimage
 from pipeline.common.errors import PipelineError
 
 MAX_PIXELS = 40_000_000
+MAX_ASPECT = 20  # no photo, scan or canvas of a digit is more elongated than this
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # what people send; others are never decoded
+WORK_SIDE = 1024  # a larger digit is reduced (keeping every stroke) before its strokes are reshaped
 BOX, CANVAS = 20, 28
 STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (see README, "Predict")
 BACKGROUND_SIDE = 128  # the background is estimated on a copy this size
@@ -42,7 +49,7 @@ def scaled_by_range(values: np.ndarray) -> np.ndarray:
     """
     values = np.nan_to_num(values, nan=0.0)
     low, high = float(values.min()), float(values.max())
-    if low >= 0 and np.array_equal(values, np.round(values)) and high > 1:
+    if low >= 0 and np.array_equal(values, np.round(values)) and 1 < high <= 2**32 - 1:
         top = next(limit for limit in (2**8 - 1, 2**16 - 1, 2**32 - 1) if high <= limit)
         return (values / top).astype(np.float32)
     if low >= 0 and high <= 1:
@@ -50,16 +57,19 @@ def scaled_by_range(values: np.ndarray) -> np.ndarray:
     return ((values - low) / max(high - low, 1e-12)).astype(np.float32)
 
 
-def load_image(source: Path | BinaryIO, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The image in a file (or file object) as float32 in [0, 1]: H x W for gray, H x W x 3 for colour;
-    transparency is laid over white. Errors name the file, or `name`."""
-    path = name or source
-    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, before decoding
+def decode_image(source: bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An image's bytes as float32 in [0, 1]: H x W for gray, H x W x 3 for colour; transparency is laid
+    over white. Only FORMATS are decoded, and only after their header says the size is within `max_pixels`
+    and MAX_ASPECT (Pillow's own bomb check stays on). Errors name the image as `name`."""
     try:
-        with Image.open(source) as image:
-            if image.width * image.height > max_pixels:
-                raise PipelineError(f"{path}: image of {image.width}x{image.height} pixels is too large "
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PipelineError(f"{name}: image of {width}x{height} pixels is too large "
                                     f"(at most {max_pixels:,} pixels)")
+            if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+                raise PipelineError(f"{name}: image of {width}x{height} pixels is too elongated for a digit "
+                                    f"(at most {MAX_ASPECT}:1)")
             image = ImageOps.exif_transpose(image)
             if image.mode in WIDE_MODES:
                 return scaled_by_range(np.asarray(image, dtype=np.float64))
@@ -68,14 +78,32 @@ def load_image(source: Path | BinaryIO, name: str | None = None, max_pixels: int
                 image = Image.alpha_composite(white, image.convert("RGBA"))
             mode = "L" if image.mode in ("1", "L", "LA", "P") and _is_gray(image) else "RGB"
             return np.asarray(image.convert(mode), dtype=np.float32) / 255
+    except UnidentifiedImageError:
+        raise PipelineError(f"{name}: not an image of an accepted format ({', '.join(FORMATS)})") from None
+    except Image.DecompressionBombError:
+        raise PipelineError(f"{name}: image is too large (at most {max_pixels:,} pixels)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise PipelineError(f"{name}: unreadable or truncated image ({str(exc)[:120]})") from None
+
+
+def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The image in the regular file at `path` (a FIFO, device or socket is refused at once, never read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found") from None
     except IsADirectoryError:
         raise PipelineError(f"{path}: is a directory, not an image") from None
-    except UnidentifiedImageError:
-        raise PipelineError(f"{path}: not an image Pillow can read (PNG, JPEG, ...)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise PipelineError(f"{path}: unreadable or truncated image ({exc})") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot be opened ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise PipelineError(f"{path}: is a directory, not an image")
+        if not stat.S_ISREG(mode):
+            raise PipelineError(f"{path}: not a regular file (a FIFO, device or socket); give an image file")
+        os.set_blocking(fd, True)
+        return decode_image(file, str(path), max_pixels)
 
 
 def _is_gray(image: Image.Image) -> bool:
@@ -166,11 +194,25 @@ def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(signed + grow + 0.5, 0, 1).astype(np.float32)
 
 
+def reduced(ink: np.ndarray, factor: int) -> np.ndarray:
+    """`ink` made `factor` times smaller by the maximum of each block, so that no stroke fades (1: as it is).
+
+    Reshaping strokes costs the square of a crop's long side; reduced to WORK_SIDE it stays bounded.
+    """
+    if factor <= 1:
+        return ink
+    height, width = (math.ceil(side / factor) * factor for side in ink.shape)
+    padded = np.zeros((height, width), dtype=ink.dtype)
+    padded[:ink.shape[0], :ink.shape[1]] = ink
+    return padded.reshape(height // factor, factor, width // factor, factor).max(axis=(1, 3))
+
+
 def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Any image of one digit -> float32 28 x 28 in [0, 1], light ink on dark, prepared as MNIST's digits were."""
     ink = ink_map(image)
     rows, cols = digit_region(ink, name)
-    crop = normalize_stroke(ink[rows, cols], BOX / max(rows.stop - rows.start, cols.stop - cols.start))
+    crop = reduced(ink[rows, cols], math.ceil(max(rows.stop - rows.start, cols.stop - cols.start) / WORK_SIDE))
+    crop = normalize_stroke(crop, BOX / max(crop.shape))
     kept_rows, kept_cols = np.nonzero(crop > MARK)
     crop = crop[kept_rows.min():kept_rows.max() + 1, kept_cols.min():kept_cols.max() + 1]
     scale = BOX / max(crop.shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def predict_files(session: Any, classes: list[str], files: list[Path]) -> list[dict[str, Any]]:
-    """One result per file: label and probability, or the error that stopped it (never the others)."""
-    results, ready, batch = [], [], []
+def predict_file(session: Any, classes: list[str], path: Path) -> dict[str, Any]:
+    """The label and probability for one file, or the error that stopped it."""
+    try:
+        pixels = prepare_image(path)
+    except PipelineError as exc:
+        return {"file": str(path), "error": str(exc)}
+    except Exception as exc:  # anything else a strange file provokes is still that file's error alone
+        return {"file": str(path), "error": f"{path}: cannot be prepared ({type(exc).__name__}: {exc})"}
+    row = softmax(run_logits(session, pixels[None].astype(np.float32)))[0]
+    best = int(row.argmax())
+    return {"file": str(path), "label": classes[best], "probability": round(float(row[best]), 6)}
+
+
+def predict_files(session: Any, classes: list[str], files: list[Path]) -> Iterator[dict[str, Any]]:
+    """One result per file, each as soon as it is known; a failure is that file's alone."""
     for path in files:
-        try:
-            batch.append(prepare_image(path))
-            ready.append(len(results))
-            results.append({"file": str(path)})
-        except PipelineError as exc:
-            results.append({"file": str(path), "error": str(exc)})
-        except Exception as exc:  # anything else a strange file provokes is still that file's error alone
-            results.append({"file": str(path), "error": f"{path}: cannot be prepared ({type(exc).__name__}: {exc})"})
-    if batch:
-        probs = softmax(run_logits(session, np.stack(batch).astype(np.float32)))
-        for index, row in zip(ready, probs, strict=True):
-            best = int(row.argmax())
-            results[index].update(label=classes[best], probability=round(float(row[best]), 6))
-    return results
+        yield predict_file(session, classes, path)

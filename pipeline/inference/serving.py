@@ -1,79 +1,88 @@
-"""The HTTP side of `serve`: a drawing page and POST /predict, on the standard library's threaded server.
+"""The HTTP side of `serve`: a drawing page and POST /predict, as a FastAPI app on uvicorn.
 
-POST /predict takes an image (any Content-Type image/*, or application/octet-stream), a form upload
-(multipart/form-data, the first file) or JSON `{"pixels": [[...], ...]}` (gray levels, rows of a
-2-D image, 0-1 or 0-255), and answers `{"label": "7", "probabilities": {"0": ..., ..., "9": ...}}`.
-Every bad request gets a 4xx JSON `{"error": "..."}` and the server goes on serving.
+POST /predict takes an image (image/* or application/octet-stream), a form upload (multipart/form-data,
+the first file) or JSON `{"pixels": [[...], ...]}` (gray levels, rows of a 2-D image, 0-1 or 0-255), and
+answers `{"label": "7", "probabilities": {"0": ..., ..., "9": ...}}`. Anything the client got wrong gets a
+4xx JSON `{"error": "..."}`, a fault of the server a 500 JSON (its traceback goes to the log); no request
+is left without an answer. The limits on what a request may cost are in `Limits`.
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import json
 import logging
-from email.parser import BytesParser
-from email.policy import HTTP
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.common.errors import PipelineError
 from pipeline.export.onnx_session import run_logits
-from pipeline.inference.digit_image import load_image, scaled_by_range, to_mnist
+from pipeline.inference.digit_image import decode_image, scaled_by_range, to_mnist
+from pipeline.inference.http_protocol import TIMEOUT_VARIABLE
 from pipeline.inference.prediction import softmax
 
 log = logging.getLogger("serve")
 PAGE = Path(__file__).with_name("draw_page.html")
-MAX_BODY = 10 * 1024 * 1024
-MAX_PIXELS = 4_000_000  # a request's image, decoded (a small file can hold a huge, blank image)
+IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost, and how many may run at once."""
+
+    max_body: int = 10 * 1024 * 1024  # bytes, counted while the body is read
+    max_pixels: int = 4_000_000  # a request's image, checked before it is decoded
+    body_seconds: float = 10.0  # to send the whole body
+    concurrent: int = 64  # requests being prepared and predicted at once; the rest wait
+    queue_seconds: float = 10.0  # how long a request waits for its turn before a 503
+    threads: int = 2  # threads that prepare images and run the model
 
 
 class RequestError(Exception):
     """A bad request: its HTTP status and a one-line reason for the client."""
 
-    def __init__(self, status: HTTPStatus, message: str) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-def pixels_from_json(body: bytes) -> np.ndarray:
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def pixels_from_json(body: bytes, max_pixels: int) -> np.ndarray:
     """`{"pixels": [[...], ...]}` -> a float gray image in [0, 1]."""
+    usage = 'JSON body must be {"pixels": [[...], ...]}: rows of numbers of one 2-D image'
     try:
-        payload = json.loads(body)
-        pixels = np.asarray(payload["pixels"], dtype=np.float64)
-    except (ValueError, TypeError, KeyError):
-        raise RequestError(HTTPStatus.BAD_REQUEST,
-                           'JSON body must be {"pixels": [[...], ...]}: rows of numbers of one 2-D image') from None
-    if pixels.ndim != 2 or min(pixels.shape) < 1 or pixels.size > MAX_PIXELS or not np.isfinite(pixels).all():
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"'pixels' must be a 2-D array of finite numbers, got shape "
-                                                   f"{list(pixels.shape)}")
+        payload = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestError(400, "JSON nested too deeply: " + usage) from None
+    except ValueError as exc:  # malformed JSON, NaN or Infinity, bytes that are not UTF-8
+        raise RequestError(400, f"malformed JSON ({str(exc)[:80]}): {usage}") from None
+    rows = payload.get("pixels") if isinstance(payload, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(row, list) and row for row in rows):
+        raise RequestError(400, usage)
+    if len(rows) * max(len(row) for row in rows) > max_pixels:
+        raise RequestError(413, f"'pixels' holds more than {max_pixels:,} values")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for row in rows for v in row):
+        raise RequestError(400, f"'pixels' must hold numbers only: {usage}")
+    try:
+        pixels = np.asarray(rows, dtype=np.float64)
+    except (ValueError, OverflowError):  # ragged rows; an integer too large for a float
+        raise RequestError(400, "'pixels' must be rows of equal length of numbers a float can hold") from None
+    if not np.isfinite(pixels).all():
+        raise RequestError(400, "'pixels' must be finite numbers")
     return scaled_by_range(pixels)
-
-
-def image_from_multipart(content_type: str, body: bytes) -> np.ndarray:
-    """The first file of a multipart/form-data upload, decoded."""
-    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    for part in message.iter_parts():
-        if part.get_filename() is not None:
-            return load_image(io.BytesIO(part.get_payload(decode=True) or b""), "uploaded file", MAX_PIXELS)
-    raise RequestError(HTTPStatus.BAD_REQUEST, "multipart/form-data upload has no file part")
-
-
-def read_digit(content_type: str, body: bytes) -> np.ndarray:
-    """The request body as an image, by its Content-Type."""
-    kind = content_type.split(";")[0].strip().lower()
-    if kind == "application/json":
-        return pixels_from_json(body)
-    if kind == "multipart/form-data":
-        return image_from_multipart(content_type, body)
-    if kind.startswith("image/") or kind == "application/octet-stream":
-        return load_image(io.BytesIO(body), "request body", MAX_PIXELS)
-    raise RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                       f"Content-Type {kind or '(none)'} is not accepted: send image/*, multipart/form-data or "
-                       "application/json")
 
 
 def predict_digit(session: Any, classes: list[str], image: np.ndarray) -> dict[str, Any]:
@@ -83,60 +92,153 @@ def predict_digit(session: Any, classes: list[str], image: np.ndarray) -> dict[s
             "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)}}
 
 
-def make_handler(session: Any, classes: list[str]) -> type[BaseHTTPRequestHandler]:
-    """A request handler bound to one ONNX session."""
-    page = PAGE.read_bytes()
+def error(status: int, message: str) -> JSONResponse:
+    """The JSON answer to a refused request; after a body that was not read whole, the connection closes."""
+    closing = {"connection": "close"} if status in (408, 413) else None
+    return JSONResponse({"error": message}, status_code=status, headers=closing)
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "mnist-serve"
 
-        def send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+class BodyLimit:
+    """ASGI middleware: the body may be at most `max_body` bytes and must arrive within `seconds`.
 
-        def send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
-            self.send(status, json.dumps(payload).encode(), "application/json")
+    Both are enforced while reading, so a huge or a stalled upload costs neither memory nor a worker.
+    """
 
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] in ("/", "/index.html"):
-                self.send(HTTPStatus.OK, page, "text/html; charset=utf-8")
-            else:
-                self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path}; the drawing page is /"})
+    def __init__(self, app: ASGIApp, max_body: int, seconds: float) -> None:
+        self.app, self.max_body, self.seconds = app, max_body, seconds
 
-        def do_POST(self) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and int(length) > self.max_body:  # h11 has checked that it is digits
+            return await error(413, f"body of {int(length):,} bytes is too large (at most {self.max_body:,})")(
+                scope, receive, send)
+        received, deadline = 0, asyncio.get_running_loop().time() + self.seconds
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            remaining = deadline - asyncio.get_running_loop().time()
             try:
-                if self.path.split("?")[0] != "/predict":
-                    raise RequestError(HTTPStatus.NOT_FOUND, f"no endpoint {self.path}; POST to /predict")
-                self.send_json(HTTPStatus.OK, predict_digit(session, classes, self.read_image()))
-            except RequestError as exc:
-                self.send_json(exc.status, {"error": str(exc)})
-            except PipelineError as exc:
-                self.send_json(HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)})
+                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
+            except TimeoutError:
+                raise RequestError(408, f"the body did not arrive within {self.seconds:g} s") from None
+            received += len(message.get("body", b""))
+            if received > self.max_body:
+                raise RequestError(413, f"body over {self.max_body:,} bytes is too large")
+            return message
 
-        def read_image(self) -> np.ndarray:
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                raise RequestError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
-            if int(length) > MAX_BODY:
-                self.close_connection = True  # the unread body is not drained
-                raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                   f"body of {int(length):,} bytes is too large (at most {MAX_BODY:,})")
-            body = self.rfile.read(int(length))
-            if not body:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "empty body: send an image or JSON pixels")
-            return read_digit(self.headers.get("Content-Type", ""), body)
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug(format, *args)
-
-    return Handler
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except RequestError as exc:
+            if started:
+                raise
+            await error(exc.status, str(exc))(scope, receive, send)
 
 
-def make_server(session: Any, classes: list[str], host: str, port: int) -> ThreadingHTTPServer:
-    """A threaded HTTP server for the page and the endpoint (port 0 picks a free port)."""
-    server = ThreadingHTTPServer((host, port), make_handler(session, classes))
-    server.daemon_threads = True
-    return server
+def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> FastAPI:
+    """The app: GET / (the drawing page), POST /predict, and OpenAPI docs at /docs."""
+    page = PAGE.read_text()
+    app = FastAPI(title="MNIST digit classifier", description=__doc__, version="1")
+    app.add_middleware(BodyLimit, max_body=limits.max_body, seconds=limits.body_seconds)
+    turns = asyncio.Semaphore(limits.concurrent)
+    workers = anyio.CapacityLimiter(limits.threads)
+
+    @app.exception_handler(RequestError)
+    async def bad_request(request: Request, exc: RequestError) -> JSONResponse:
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(PipelineError)
+    async def unreadable(request: Request, exc: PipelineError) -> JSONResponse:
+        return error(422, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        where = "the drawing page is GET /; predictions are POST /predict"
+        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; {where}")
+
+    @app.exception_handler(Exception)
+    async def fault(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("POST %s failed", request.url.path)
+        return error(500, f"the server failed on this request ({type(exc).__name__}); it is logged")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def drawing_page() -> str:
+        return page
+
+    @app.post("/predict", summary="Label one digit image",
+              responses={400: {}, 408: {}, 413: {}, 415: {}, 422: {}, 503: {}})
+    async def predict(request: Request) -> dict[str, Any]:
+        """Send the image as the body (image/*), as a form upload, or JSON `{"pixels": [[...], ...]}`."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            reader = _read_upload(request, limits)
+        elif kind == "application/json" or kind.startswith(IMAGE_TYPES):
+            reader = _read_body(request, kind, limits)
+        else:
+            raise RequestError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/*, "
+                                    "multipart/form-data or application/json")
+        image_source = await reader
+        try:
+            await asyncio.wait_for(turns.acquire(), limits.queue_seconds)
+        except TimeoutError:
+            raise RequestError(503, f"busy: {limits.concurrent} requests ahead for {limits.queue_seconds:g} s; "
+                                    "try again") from None
+        try:
+            return await anyio.to_thread.run_sync(_prepare_and_predict, session, classes, image_source, limits,
+                                                  limiter=workers)
+        finally:
+            turns.release()
+
+    return app
+
+
+async def _read_body(request: Request, kind: str, limits: Limits) -> tuple[str, bytes]:
+    body = await request.body()
+    if not body:
+        raise RequestError(400, "empty body: send an image or JSON pixels")
+    return ("json" if kind == "application/json" else "image"), body
+
+
+async def _read_upload(request: Request, limits: Limits) -> tuple[str, bytes]:
+    try:
+        form = await request.form(max_files=1, max_fields=16, max_part_size=limits.max_body)
+    except MultiPartException as exc:
+        raise RequestError(400, f"multipart/form-data upload refused: {exc.message}") from None
+    except HTTPException as exc:  # how Starlette reports the parser's refusals inside an app
+        raise RequestError(400, f"multipart/form-data upload refused: {exc.detail}") from None
+    try:
+        for value in form.values():
+            if not isinstance(value, str):
+                return "image", await value.read()
+    finally:
+        await form.close()
+    raise RequestError(400, "multipart/form-data upload has no file part")
+
+
+def _prepare_and_predict(session: Any, classes: list[str], source: tuple[str, bytes],
+                         limits: Limits) -> dict[str, Any]:
+    kind, body = source
+    image = pixels_from_json(body, limits.max_pixels) if kind == "json" else \
+        decode_image(body, "the image", limits.max_pixels)
+    return predict_digit(session, classes, image)
+
+
+
+MODEL_VARIABLE = "MNIST_SERVE_MODEL"
+
+
+def app_from_environment() -> FastAPI:
+    """The app for the model named by MNIST_SERVE_MODEL (and the client timeout in MNIST_SERVE_TIMEOUT): what
+    each uvicorn worker process builds, since workers are started afresh."""
+    from pipeline.export.onnx_session import class_names, open_session
+
+    session = open_session(Path(os.environ[MODEL_VARIABLE]), threads=1)
+    seconds = float(os.environ.get(TIMEOUT_VARIABLE, Limits.body_seconds))
+    return make_app(session, class_names(session), Limits(body_seconds=seconds))
