@@ -47,11 +47,10 @@ def main(model: Path, host: str, port: int, workers: int, timeout: float) -> Non
     bound_host, bound_port = socket.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(f"serving {model} on http://{shown}:{bound_port}/ (Ctrl-C stops)")
-    server = uvicorn.Server(config)
     if workers > 1:
-        Multiprocess(config, target=server.run, sockets=[socket]).run()
+        Multiprocess(config, sockets=[socket]).run()
     else:
-        server.run(sockets=[socket])
+        uvicorn.Server(config).run(sockets=[socket])
 
 
 if __name__ == "__main__":

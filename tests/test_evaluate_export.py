@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from PIL import Image
 from pipeline.common.errors import PipelineError
 from pipeline.data.prepared import load_split
 from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.export.onnx_session import open_session, run_logits
 from pipeline.model.model_file import load_model, read_model_file
 from pipeline.model.networks import Normalized, build_model
 from stages import evaluate, export, predict
@@ -241,3 +245,41 @@ def test_a_file_that_fails_late_is_its_own_error_and_json_stays_valid(exported: 
 def test_the_default_model_is_this_projects_wherever_predict_runs() -> None:
     default = next(p.default for p in predict.main.params if p.name == "model")
     assert Path(default).is_absolute() and Path(default) == REPO / "models" / "model.onnx"
+
+
+def test_predict_refuses_a_fifo_at_once_and_its_json_stays_valid(exported: Path, prepared: Path,
+                                                                 tmp_path: Path) -> None:
+    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)  # opened for reading, a FIFO without a writer would block for ever
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "--json", str(good), str(fifo), str(good),
+                           "--model", str(exported / "model.onnx")], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    parsed = json.loads(done.stdout)
+    assert [r.get("label") for r in parsed] == ["7", None, "7"]
+    assert parsed[1]["error"] == f"{fifo}: not a regular file (a FIFO, device or socket); give an image file"
+
+
+@pytest.mark.parametrize(("name", "make", "message"), [
+    ("long.png", lambda p: Image.new("L", (15000, 1), 0).save(p), "15000x1 pixels is too elongated"),
+    ("icon.ico", lambda p: Image.new("L", (64, 64), 0).save(p), "not an image of an accepted format"),
+])
+def test_predict_refuses_elongated_images_and_unlisted_formats_before_decoding(tmp_path: Path, name: str, make,
+                                                                               message: str) -> None:
+    from pipeline.inference import digit_image
+
+    make(tmp_path / name)
+    with pytest.raises(PipelineError, match=message):
+        digit_image.prepare_image(tmp_path / name)
+
+
+def test_a_large_digit_is_reduced_before_its_strokes_are_reshaped(exported: Path, prepared: Path) -> None:
+    from pipeline.inference import digit_image
+
+    digit = load_split(prepared / "test.pt").images[0].numpy()
+    small = digit_image.to_mnist(np.kron(digit, np.ones((20, 20), np.float32)) / 255)  # 560 px: as it is
+    large = digit_image.to_mnist(np.kron(digit, np.ones((100, 100), np.float32)) / 255)  # 2800 px: reduced
+    session = open_session(exported / "model.onnx")
+    labels = run_logits(session, np.stack([small, large])[:, None]).argmax(1)
+    assert labels.tolist() == [7, 7]

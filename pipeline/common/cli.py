@@ -39,7 +39,8 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     Anything else is a bug: one line naming it and the file holding its traceback (PIPELINE_DEBUG=1 raises it).
     """
-    stage = command.__module__.rsplit(".", 1)[-1]
+    # run as `python -m stages.<name>`, the module is __main__: the stage is the file's name
+    stage = Path(sys.argv[0]).stem if command.__module__ == "__main__" else command.__module__.rsplit(".", 1)[-1]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -34,6 +35,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # asyncio sets TCP_NODELAY only on sockets made with proto=IPPROTO_TCP, and uvicorn's bound socket has
+        # proto 0: without it, a keep-alive answer written in two parts waits 40 ms for the client's delayed ACK
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.header_seconds = float(os.environ.get(TIMEOUT_VARIABLE, HEADER_SECONDS))
         self._arm()
 
