@@ -283,3 +283,14 @@ def test_a_large_digit_is_reduced_before_its_strokes_are_reshaped(exported: Path
     session = open_session(exported / "model.onnx")
     labels = run_logits(session, np.stack([small, large])[:, None]).argmax(1)
     assert labels.tolist() == [7, 7]
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (37, 91), (280, 280), (5, 1000)])
+def test_the_fast_3x3_median_equals_scipys(shape: tuple[int, int]) -> None:
+    from scipy import ndimage
+
+    from pipeline.inference.digit_image import _median3
+
+    rng = np.random.default_rng(sum(shape))
+    for values in (rng.random(shape, dtype=np.float32), (rng.random(shape) > 0.8).astype(np.float32)):
+        assert np.array_equal(_median3(values), ndimage.median_filter(values, size=3, mode="nearest"))
