@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import math
 from pathlib import Path
 
 import torch
@@ -24,23 +24,28 @@ USABLE = 0.8
 def training_bytes(model: nn.Module, batch_size: int) -> int:
     """Bytes one training step of `model` needs at `batch_size`: activations, weights and optimizer state.
 
-    The shapes come from a forward pass on the meta device, so nothing is computed or allocated.
+    The activation sizes come from one image through the real network (in eval mode, without gradients, so
+    nothing about it changes), scaled to the batch.
     """
     outputs = 0
 
     def count(module: nn.Module, _: object, output: torch.Tensor) -> None:
         nonlocal outputs
         if not getattr(module, "inplace", False):  # an in-place ReLU reuses its input's memory
-            outputs += output.numel()
+            outputs += output[0].numel()
 
-    shadow = copy.deepcopy(model).to("meta")
-    for leaf in shadow.modules():
-        if not list(leaf.children()):
-            leaf.register_forward_hook(count)
-    shadow(torch.empty(batch_size, *INPUT_SHAPE, device="meta"))
+    hooks = [leaf.register_forward_hook(count) for leaf in model.modules() if not list(leaf.children())]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *INPUT_SHAPE))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
     parameters = sum(p.numel() for p in model.parameters())
-    images = batch_size * int(torch.tensor(INPUT_SHAPE).prod())
-    return FLOAT_BYTES * (ACTIVATION_COPIES * (outputs + images) + PARAMETER_COPIES * parameters)
+    images = math.prod(INPUT_SHAPE)
+    return FLOAT_BYTES * (ACTIVATION_COPIES * batch_size * (outputs + images) + PARAMETER_COPIES * parameters)
 
 
 def free_bytes(device: torch.device) -> int | None:
