@@ -165,7 +165,7 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
 
     @app.exception_handler(Exception)
     async def fault(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("POST %s failed", request.url.path)
+        log.exception("%s %s failed", request.method, request.url.path)
         return error(500, f"the server failed on this request ({type(exc).__name__}); it is logged")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -180,7 +180,7 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
         if kind == "multipart/form-data":
             reader = _read_upload(request, limits)
         elif kind == "application/json" or kind.startswith(IMAGE_TYPES):
-            reader = _read_body(request, kind, limits)
+            reader = _read_body(request, kind)
         else:
             raise RequestError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/*, "
                                     "multipart/form-data or application/json")
@@ -199,7 +199,7 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
     return app
 
 
-async def _read_body(request: Request, kind: str, limits: Limits) -> tuple[str, bytes]:
+async def _read_body(request: Request, kind: str) -> tuple[str, bytes]:
     body = await request.body()
     if not body:
         raise RequestError(400, "empty body: send an image or JSON pixels")
