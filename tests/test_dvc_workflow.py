@@ -176,13 +176,13 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
     assert git(dvc_repo, "status", "--porcelain") == ""
 
 
-@pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
 def experiments(repo: Path, *flags: str) -> dict[str, dict]:
     """`dvc exp show --json` as {experiment name: its data}."""
     shown = json.loads(dvc(repo, "exp", "show", "--json", *flags).stdout)
     return {exp["name"]: exp["revs"][0]["data"] for rev in shown for exp in (rev.get("experiments") or [])}
 
 
+@pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
 def test_an_experiment_is_shown_applied_and_shared_through_git_and_the_dvc_remote(dvc_repo: Path,
                                                                                   tmp_path: Path) -> None:
     dvc(dvc_repo, "exp", "run", "-n", "lr-002", "-S", "lr=0.002", "-S", "model=mlp2")

@@ -1,7 +1,9 @@
-"""Under CI a skipped test fails the run, unless it is marked as allowed to skip there."""
+"""The suite's own rules: under CI a skipped test fails the run unless marked as allowed to skip there, and
+markers sit on tests, not on helpers (where pytest ignores them)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -39,3 +41,13 @@ def test_a_skip_fails_under_ci_unless_marked(tmp_path: Path, ci: str, fails: boo
         assert "ERROR test_probe.py::test_needs_a_tool - skipped under CI (Skipped: a tool is missing)" in done.stdout
     else:
         assert "2 skipped" in summary, summary
+
+
+def test_markers_sit_on_tests_only() -> None:
+    misplaced = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("test_"):
+                marks = [ast.unparse(d) for d in node.decorator_list if "pytest.mark" in ast.unparse(d)]
+                misplaced += [f"{path.name}:{node.lineno} {node.name} has {m}" for m in marks]
+    assert misplaced == []
