@@ -10,19 +10,15 @@ from typing import Any
 
 import torch
 
+from pipeline.train.platform_info import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict[str, object]:
     """What the numbers were measured on."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def write_report(name: str, report: dict[str, Any], update: bool, out: Path | None = None) -> Path:

@@ -11,7 +11,7 @@ from uvicorn.supervisors import Multiprocess
 
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.export.onnx_session import open_session
-from pipeline.inference.http_protocol import GuardedH11Protocol
+from pipeline.inference.http_protocol import CLIENT_SECONDS, GuardedH11Protocol
 from pipeline.inference.prediction import DEFAULT_MODEL
 from pipeline.inference.serving import MODEL_VARIABLE, TIMEOUT_VARIABLE
 
@@ -32,7 +32,7 @@ a bad request gets a 4xx JSON error, with limits on body size, image size and ti
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes sharing the port (each loads the model).")
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1, 600),
+@click.option("--timeout", default=CLIENT_SECONDS, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds a client has to send a request's headers, and again its body.")
 @reports_errors
 def main(model: Path, host: str, port: int, workers: int, timeout: float) -> None:

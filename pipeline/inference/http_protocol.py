@@ -15,7 +15,7 @@ import socket
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEADER_SECONDS = 10.0
+CLIENT_SECONDS = 10.0  # default time a client has for a request's headers, and again for its body
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers
 TIMEOUT_VARIABLE = "MNIST_SERVE_TIMEOUT"  # set by `serve --timeout`, read in every worker process
 
@@ -27,7 +27,7 @@ def _raw_response(status: int, reason: str, message: str) -> bytes:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """H11Protocol whose connections must deliver each request's headers within HEADER_SECONDS."""
+    """H11Protocol whose connections must deliver each request's headers within the client timeout."""
 
     _header_timer: asyncio.TimerHandle | None = None
     _head = b""  # what has come of the next request's headers, up to MAX_HEADER_BYTES
@@ -40,7 +40,7 @@ class GuardedH11Protocol(H11Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.header_seconds = float(os.environ.get(TIMEOUT_VARIABLE, HEADER_SECONDS))
+        self.header_seconds = float(os.environ.get(TIMEOUT_VARIABLE, CLIENT_SECONDS))
         self._arm()
 
     def data_received(self, data: bytes) -> None:

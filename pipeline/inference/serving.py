@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.common.errors import PipelineError
 from pipeline.export.onnx_session import run_logits
 from pipeline.inference.digit_image import decode_image, scaled_by_range, to_mnist
-from pipeline.inference.http_protocol import TIMEOUT_VARIABLE
+from pipeline.inference.http_protocol import CLIENT_SECONDS, TIMEOUT_VARIABLE
 from pipeline.inference.prediction import softmax
 
 log = logging.getLogger("serve")
@@ -42,7 +42,7 @@ class Limits:
 
     max_body: int = 10 * 1024 * 1024  # bytes, counted while the body is read
     max_pixels: int = 4_000_000  # a request's image, checked before it is decoded
-    body_seconds: float = 10.0  # to send the whole body
+    body_seconds: float = CLIENT_SECONDS  # to send the whole body
     concurrent: int = 64  # requests being prepared and predicted at once; the rest wait
     queue_seconds: float = 10.0  # how long a request waits for its turn before a 503
     threads: int = 2  # threads that prepare images and run the model
@@ -240,5 +240,5 @@ def app_from_environment() -> FastAPI:
     from pipeline.export.onnx_session import class_names, open_session
 
     session = open_session(Path(os.environ[MODEL_VARIABLE]), threads=1)
-    seconds = float(os.environ.get(TIMEOUT_VARIABLE, Limits.body_seconds))
+    seconds = float(os.environ.get(TIMEOUT_VARIABLE, CLIENT_SECONDS))
     return make_app(session, class_names(session), Limits(body_seconds=seconds))
