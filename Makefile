@@ -14,18 +14,21 @@ $(STAMP): requirements.txt constraints.txt
 	touch $@
 
 # the committed model files come from dvc-store/ (in git), so a clone on any machine starts from the record;
-# then only what changed runs (on a fresh clone: download and preprocess, which are the same bits everywhere)
+# then only what changed runs (on a fresh clone: download and preprocess, which are the same bits everywhere).
+# The pull names its remote, so that a team's default remote never stands in for the offline record.
 repro: setup
-	dvc pull --allow-missing train export
+	dvc pull -r storage --allow-missing train export
 	dvc repro
 
 # retrain the committed params here: your platform's baseline, with a verdict against the committed record
 retrain: setup
 	dvc repro --force --downstream train
 
-# make the current results the record that travels: its model files into dvc-store/, then commit both
+# make the current results the record that travels: its model files into dvc-store/ (and the team's default
+# remote, when there is one, so that `dvc get <repo URL> models/model.onnx` finds them), then stage both
 publish: setup
-	dvc push
+	dvc push -r storage train export
+	if dvc remote default >/dev/null 2>&1; then dvc push train export; fi
 	git add dvc.lock metrics dvc-store
 
 test: setup lint
@@ -38,7 +41,8 @@ bench: setup   # fresh results go to bench/results/local/; add --update to repla
 	python -m bench.mlp_speed
 
 # Experiments and main side by side in under 100 columns, best test accuracy first: changed params, test
-# accuracy, errors, val accuracy (--drop takes whole column names)
+# accuracy, errors, and the platform's fields when rows differ in them (--only-changed hides equal columns, and
+# a platform column is what flags a comparison across machines); --drop takes whole column names
 compare: setup
 	@dvc exp show --only-changed --sort-by metrics/eval.json:accuracy --sort-order desc --drop '$(COMPARE_DROP)'
 
@@ -46,7 +50,7 @@ compare: setup
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes|platform.*
+COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes
 
 clean:
 	rm -rf $(VENV) data/raw data/prepared models/*.pt models/*.pt2 models/*.onnx

@@ -9,18 +9,17 @@ from pathlib import Path
 
 import click
 
-from pipeline.common.atomic import atomic_dir, write_json
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.code_deps import code_digest
 from pipeline.common.params import describe
 from pipeline.data.prepared import load_split, load_stats
 from pipeline.model.model_file import save_model
-from pipeline.model.networks import count_parameters
+from pipeline.model.networks import build_model, count_parameters
 from pipeline.train.config import TRAIN_PARAMS, load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.train.loop import Checkpoint, TrainingData, fingerprint, fit, resolve_device
 from pipeline.train.platform_info import describe_platform
-from pipeline.train.record import write_record
+from pipeline.train.record import clear_epoch_signal, plot_learning_curves, write_progress
 
 log = logging.getLogger("train")
 
@@ -36,11 +35,12 @@ def epoch_line(record: dict[str, float], epochs: int) -> str:
 
 Writes MODEL_OUT (state dict + model name, normalization and classes; loads with
 torch.load(weights_only=True)), METRICS (val loss/accuracy of the kept epoch, best epoch,
-epochs run, parameters) and into RECORD_DIR one TSV per series per epoch (train/val loss and
-accuracy, learning rate) and curves.png. Timings go to the log only, so that the outputs are
-a pure function of data, params and code. A checkpoint after every epoch lets an interrupted
-run resume where it stopped. Several processes: `torchrun --nproc_per_node N -m stages.train`
-(DDP; gloo on CPU, nccl on CUDA).
+epochs run, parameters, platform) and into RECORD_DIR one TSV per chart (loss, accuracy: train
+and val; learning rate) and curves.png. METRICS and the TSVs are rewritten after every epoch,
+so `dvc exp show` and the VS Code DVC extension follow a running experiment. Timings go to the
+log only, so that the outputs are a pure function of data, params and code. A checkpoint after
+every epoch lets an interrupted run resume where it stopped. Several processes:
+`torchrun --nproc_per_node N -m stages.train` (DDP; gloo on CPU, nccl on CUDA).
 
 \b
 Params read from params.yaml:
@@ -66,8 +66,14 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)),
                          platform)
 
+    parameters = count_parameters(build_model(cfg.model, cfg.width))
+    history: list[dict[str, float]] = []
+
     def on_epoch(record: dict[str, float]) -> None:
         if info.is_main:
+            history.append(record)
+            best_epoch = min(history, key=lambda r: r["val_loss"])["epoch"]  # the first of equals, as fit keeps
+            write_progress(metrics, record_dir, history, best_epoch, parameters, platform)
             log.info(epoch_line(record, cfg.epochs))
 
     try:
@@ -82,11 +88,10 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
         return
 
     best = result.state.history[result.state.best_epoch - 1]
-    with atomic_dir(record_dir) as tmp:
-        write_record(tmp, result.state.history)
-    write_json(metrics, {"val_loss": best["val_loss"], "val_acc": best["val_acc"],
-                         "best_epoch": result.state.best_epoch, "epochs_run": result.state.epoch,
-                         "parameters": count_parameters(result.model), "platform": platform})
+    write_progress(metrics, record_dir, result.state.history, result.state.best_epoch,
+                   count_parameters(result.model), platform)
+    plot_learning_curves(result.state.history, record_dir / "curves.png")
+    clear_epoch_signal()
     save_model(model_out, cfg.model, result.model, stats["mean"], stats["std"], stats["classes"], asdict(cfg))
     checkpoint.unlink(missing_ok=True)
     log.info("best epoch %d: val acc %.4f; %.1fs training (%d images/s) -> %s", result.state.best_epoch,

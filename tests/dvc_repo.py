@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +41,16 @@ def dvc(repo: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess
 def git(repo: Path, *args: str) -> str:
     """The real `git` command; its stdout."""
     return run(repo, "git", *args).stdout
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def experiments(repo: Path, *flags: str) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: its data}."""
+    shown = json.loads(dvc(repo, "exp", "show", "--json", *flags).stdout)
+    return {exp["name"]: exp["revs"][0]["data"] for rev in shown for exp in (rev.get("experiments") or [])}
 
 
 def set_params(repo: Path, **values: object) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -78,3 +81,12 @@ def small_split(n: int = 64) -> Split:
 def invoke(command, *args: object) -> Result:
     """Run a click command in-process with `args` turned into strings."""
     return CliRunner().invoke(command, [str(a) for a in args])
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen, seconds: float, what: str) -> None:
+    """Poll `condition` while `process` runs, for at most `seconds`; fail naming `what` otherwise."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.02)

@@ -1,9 +1,9 @@
-"""The DVC workflow end to end with the real `dvc` and `git`: repro, no-op, branches, diffs, experiments,
-queue, push/pull into a fresh clone. Each test gets its own copy of a tiny repository (conftest.dvc_repo)."""
+"""The DVC workflow end to end with the real `dvc` and `git`: repro, no-op, branches, diffs, the queue,
+push/pull into a fresh clone (experiments followed live and shared: test_experiments.py). Each test gets its
+own copy of a tiny repository (conftest.dvc_repo)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -14,11 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvc_repo import ENV, dvc, git, run, set_params
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+from tests.dvc_repo import BIN, ENV, dvc, experiments, git, md5, run, set_params
 
 
 def test_repro_is_a_noop_when_nothing_changed(dvc_repo: Path) -> None:
@@ -117,7 +113,7 @@ def test_a_misspelt_key_added_by_hand_stops_train_in_one_line(dvc_repo: Path) ->
 def test_metrics_are_committed_and_shown(dvc_repo: Path) -> None:
     tracked = git(dvc_repo, "ls-files", "metrics").split()
     assert {"metrics/eval.json", "metrics/export.json", "metrics/train.json",
-            "metrics/eval/confusion.csv", "metrics/train/val_acc.tsv", "metrics/train/curves.png"} <= set(tracked)
+            "metrics/eval/confusion.csv", "metrics/train/acc.tsv", "metrics/train/curves.png"} <= set(tracked)
     shown = json.loads(dvc(dvc_repo, "metrics", "show", "--json").stdout)
     metrics = shown[""]["data"]
     assert metrics["metrics/eval.json"]["data"]["accuracy"] > 0.5
@@ -176,40 +172,6 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
     assert git(dvc_repo, "status", "--porcelain") == ""
 
 
-def experiments(repo: Path, *flags: str) -> dict[str, dict]:
-    """`dvc exp show --json` as {experiment name: its data}."""
-    shown = json.loads(dvc(repo, "exp", "show", "--json", *flags).stdout)
-    return {exp["name"]: exp["revs"][0]["data"] for rev in shown for exp in (rev.get("experiments") or [])}
-
-
-@pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
-def test_an_experiment_is_shown_applied_and_shared_through_git_and_the_dvc_remote(dvc_repo: Path,
-                                                                                  tmp_path: Path) -> None:
-    dvc(dvc_repo, "exp", "run", "-n", "lr-002", "-S", "lr=0.002", "-S", "model=mlp2")
-    data = experiments(dvc_repo)["lr-002"]
-    assert data["params"]["params.yaml"]["data"]["lr"] == 0.002
-    assert data["metrics"]["metrics/eval.json"]["data"]["accuracy"] > 0
-    dvc(dvc_repo, "exp", "apply", "lr-002")
-    assert "lr: 0.002" in (dvc_repo / "params.yaml").read_text()
-
-    origin = tmp_path / "origin.git"  # the team's git server, and the DVC remote the template set up
-    run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
-    git(dvc_repo, "remote", "add", "origin", str(origin))
-    git(dvc_repo, "push", "-q", "origin", "main")
-    dvc(dvc_repo, "exp", "push", "origin", "lr-002")  # the experiment's git ref, and its outputs to the remote
-    teammate = tmp_path / "teammate"
-    run(tmp_path, "git", "clone", "-q", str(origin), str(teammate))
-    remote = dvc(dvc_repo, "remote", "list", "--local").stdout.split()[1]
-    dvc(teammate, "remote", "modify", "--local", "storage", "url", remote)
-    dvc(teammate, "repro", "preprocess")  # data is never pushed: a clone rebuilds it (make repro does this)
-    dvc(teammate, "exp", "pull", "origin", "lr-002")
-    assert experiments(teammate, "-A")["lr-002"]["params"]["params.yaml"]["data"]["lr"] == 0.002
-    dvc(teammate, "exp", "apply", "lr-002")
-    dvc(teammate, "pull")
-    for artifact in ("models/model.pt", "models/model.onnx", "metrics/eval.json"):
-        assert md5(teammate / artifact) == md5(dvc_repo / artifact), artifact
-
-
 @pytest.mark.slow  # handed out first (conftest), so that it does not end the run alone
 def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(dvc_repo: Path) -> None:
     queued = dvc(dvc_repo, "exp", "run", "--queue", "-S", "lr=0.003,0.005").stdout
@@ -227,8 +189,7 @@ def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(d
         dvc(dvc_repo, "queue", "stop", check=False)
     grid = experiments(dvc_repo)
     assert sorted(data["params"]["params.yaml"]["data"]["lr"] for data in grid.values()) == [0.003, 0.005]
-    compared = run(dvc_repo, "make", "--no-print-directory", "-o", "setup", "compare",
-                   env={**ENV, "COLUMNS": "100"}).stdout.splitlines()
+    compared = compare(dvc_repo)
     assert max(map(len, compared)) <= 100, "\n".join(compared)
     header = next(line.split() for line in compared if "Experiment" in line)
     accuracy = header.index("accuracy")
@@ -237,15 +198,36 @@ def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(d
     assert len(shown) == 2 and shown == sorted(shown, reverse=True), "\n".join(compared)
 
 
+def compare(repo: Path) -> list[str]:
+    """`make compare` as a user sees it in 100 columns: its lines."""
+    return run(repo, "make", "--no-print-directory", "-o", "setup", "compare",
+               env={**ENV, "COLUMNS": "100"}).stdout.splitlines()
+
+
+def test_compare_shows_the_platform_only_where_rows_differ_in_it(dvc_repo: Path) -> None:
+    dvc(dvc_repo, "exp", "run", "-n", "same-machine", "-S", "lr=0.004")
+    header = next(line for line in compare(dvc_repo) if "Experiment" in line)
+    assert "threads" not in header and "lr" in header, header
+    run(dvc_repo, str(BIN / "dvc"), "exp", "run", "-n", "two-threads", "-S", "lr=0.005",
+        env={**ENV, "OMP_NUM_THREADS": "2"})  # another platform: the same machine with another thread count
+    lines = compare(dvc_repo)
+    header = next(line.split() for line in lines if "Experiment" in line)
+    assert "threads" in header, "\n".join(lines)
+    rows = [line.split() for line in lines if "├──" in line or "└──" in line]  # '├──', revision, name, values
+    threads = {row[2]: row[header.index("threads") + 2] for row in rows}
+    assert threads == {"[same-machine]": "1", "[two-threads]": "2"}, "\n".join(lines)
+    assert max(map(len, lines)) <= 100, "\n".join(lines)
+
+
 def test_push_then_pull_into_a_fresh_clone_restores_the_model_and_data_is_rebuilt_not_pulled(
         dvc_repo: Path, tmp_path: Path) -> None:
-    pushed = dvc(dvc_repo, "push").stdout
+    pushed = dvc(dvc_repo, "push", "-r", "storage").stdout
     assert "4 files pushed" in pushed, pushed  # model.pt, model.onnx, model.pt2, model_card.md; no data
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(dvc_repo), str(clone))
     remote = dvc(dvc_repo, "remote", "list", "--local").stdout.split()[1]
     dvc(clone, "remote", "modify", "--local", "storage", "url", remote)
-    dvc(clone, "pull", "--allow-missing")
+    dvc(clone, "pull", "-r", "storage", "--allow-missing")
     for artifact in ("models/model.pt", "models/model.onnx", "models/model.pt2"):
         assert md5(clone / artifact) == md5(dvc_repo / artifact), artifact
     assert not (clone / "data" / "prepared").exists()

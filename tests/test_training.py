@@ -223,9 +223,9 @@ def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
     assert summary == {"val_loss": summary["val_loss"], "val_acc": summary["val_acc"], "best_epoch": 2,
                        "epochs_run": 2, "parameters": 109386, "platform": CPU}
     assert summary["val_acc"] > 0.8
-    loss_rows = (tmp_path / "metrics" / "val_loss.tsv").read_text().splitlines()
-    assert loss_rows[0].split("\t") == ["epoch", "val_loss"] and len(loss_rows) == 3
-    assert float(loss_rows[2].split("\t")[1]) == summary["val_loss"]
+    loss_rows = (tmp_path / "metrics" / "loss.tsv").read_text().splitlines()
+    assert loss_rows[0].split("\t") == ["epoch", "train", "val"] and len(loss_rows) == 3
+    assert float(loss_rows[2].split("\t")[2]) == summary["val_loss"]
     assert (tmp_path / "metrics" / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "ck.pt").exists()
 

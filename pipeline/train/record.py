@@ -1,27 +1,68 @@
-"""The train stage's per-epoch record: one TSV per DVC plot, and curves.png for people."""
+"""The train stage's per-epoch record: one TSV per chart, rewritten after every epoch, and curves.png.
+
+The TSVs and `metrics/train.json` are rewritten atomically after each epoch, so that `dvc exp show`, `dvc
+plots show` and the VS Code DVC extension see a running experiment's progress; the final files are the
+same bytes an unwatched run writes. A run that is interrupted leaves its partial record behind; `dvc repro`
+deletes it before the next run.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import pandas as pd
 
+from pipeline.common.atomic import write_json, write_text
 from pipeline.common.figure_file import save_figure
 
-SERIES = ("train_loss", "val_loss", "train_acc", "val_acc", "lr")
+# one TSV per chart: its columns after `epoch`, each from a key of the epoch's record; dvc.yaml draws loss and
+# accuracy with docs/plots/train_val.json, which puts the train and val columns into one chart
+CHARTS = {"loss": {"train": "train_loss", "val": "val_loss"}, "acc": {"train": "train_acc", "val": "val_acc"},
+          "lr": {"lr": "lr"}}
+# where DVC's VS Code extension looks for DVCLive's "an epoch is done" signal (DVC sets DVC_ROOT for stages,
+# and for queued runs points it at the repository the queue belongs to)
+STEP_SIGNAL = Path(".dvc", "tmp", "exps", "run", "DVCLIVE_STEP_COMPLETED")
 
 
-def write_record(folder: Path, history: list[dict[str, float]]) -> None:
-    """`<series>.tsv` (columns epoch and the series) for each of SERIES, and curves.png, into `folder`."""
-    table = pd.DataFrame(history)
-    for series in SERIES:
-        table[["epoch", series]].to_csv(folder / f"{series}.tsv", sep="\t", index=False)
-    plot_learning_curves(history, folder / "curves.png")
+def summary(history: list[dict[str, float]], best_epoch: int, parameters: int,
+            platform: dict[str, str | int]) -> dict[str, object]:
+    """`metrics/train.json`: the kept epoch's validation numbers, the epoch reached, the size and platform."""
+    best = history[best_epoch - 1]
+    return {"val_loss": best["val_loss"], "val_acc": best["val_acc"], "best_epoch": best_epoch,
+            "epochs_run": len(history), "parameters": parameters, "platform": platform}
+
+
+def write_progress(metrics: Path, folder: Path, history: list[dict[str, float]], best_epoch: int,
+                   parameters: int, platform: dict[str, str | int]) -> None:
+    """The record so far: each chart's TSV in `folder`, then `metrics`; each file replaced atomically."""
+    for chart, columns in CHARTS.items():
+        rows = ["\t".join(("epoch", *columns))]
+        rows += ["\t".join([str(r["epoch"]), *(repr(float(r[key])) for key in columns.values())]) for r in history]
+        write_text(folder / f"{chart}.tsv", "\n".join(rows) + "\n")
+    write_json(metrics, summary(history, best_epoch, parameters, platform))
+    signal_epoch_done(len(history))
+
+
+def signal_epoch_done(epoch: int) -> None:
+    """Tell DVC's VS Code extension that an epoch ended, as DVCLive does (only under `dvc repro`/`exp run`)."""
+    root = os.environ.get("DVC_ROOT")
+    if root:
+        signal = Path(root) / STEP_SIGNAL
+        signal.parent.mkdir(parents=True, exist_ok=True)
+        write_text(signal, json.dumps({"pid": os.getpid(), "step": epoch}, sort_keys=True))
+
+
+def clear_epoch_signal() -> None:
+    """Remove this run's signal at the end, as DVCLive does."""
+    root = os.environ.get("DVC_ROOT")
+    if root:
+        (Path(root) / STEP_SIGNAL).unlink(missing_ok=True)
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Train/val loss and accuracy per epoch, and the learning rate."""
+    """Train/val loss and accuracy per epoch, and the learning rate, for people (DVC draws the TSVs)."""
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for split in ("train", "val"):
