@@ -4,7 +4,9 @@ For each revision (default: HEAD) a clone in a temporary folder shares this work
 that download and preprocess are restored, not rerun. Each run sets a learning rate not run before
 (DVC's run-cache would otherwise restore every stage), and revisions take turns (A, B, A, B, ...) so
 that a shared machine's load falls on all alike. Training seconds are the train stage's own log line;
-the rest is DVC's bookkeeping, process start-up, evaluate and export. Needs `make repro` first. Writes
+the rest is DVC's bookkeeping, process start-up, evaluate and export. Both revisions run on this
+environment's packages, except that a revision whose requirements.txt lacks ruamel.yaml.clib runs with
+that C parser hidden, as its own `make setup` would have installed it. Needs `make repro` first. Writes
 bench/results/local/experiment_loop.json (`--update`: the committed bench/results/experiment_loop.json).
 """
 
@@ -33,6 +35,16 @@ STAGE = re.compile(r"Running stage '(\w+)'")
 def git(*args: str, cwd: Path = ROOT) -> str:
     """Run git in `cwd`; its output."""
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def revision_env(revision: str, folder: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env`, with ruamel.yaml's C parser hidden where the revision's requirements do not install it."""
+    if "ruamel.yaml.clib" in git("show", f"{revision}:requirements.txt"):
+        return env
+    hide = folder.with_name(f"{folder.name}-no-c-yaml")
+    hide.mkdir(exist_ok=True)
+    (hide / "_ruamel_yaml.py").write_text("raise ImportError('hidden: this revision does not install it')\n")
+    return {**env, "PYTHONPATH": str(hide)}
 
 
 def checkout(revision: str, folder: Path, env: dict[str, str]) -> None:
@@ -76,17 +88,18 @@ def main(revisions: str, rounds: int, update: bool) -> None:
     commits = {name: git("rev-parse", "--short", name) for name in names}
     work = Path(tempfile.mkdtemp(prefix="experiment-loop-"))
     folders = {name: work / name.replace("/", "_") for name in names}
+    envs = {name: revision_env(commits[name], folders[name], env) for name in names}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     try:
         for name in names:
-            checkout(commits[name], folders[name], env)
+            checkout(commits[name], folders[name], envs[name])
         for round_ in range(rounds):
             for name in names:
                 folder = folders[name]
                 lr = round(random.uniform(0.0095, 0.0115), 6)  # not in the run-cache
-                runs[name].append(timed_experiment(folder, lr, env))
+                runs[name].append(timed_experiment(folder, lr, envs[name]))
                 git("checkout", "-q", "--", ".", cwd=folder)  # back to the revision's params and record
-                subprocess.run(["dvc", "checkout", "-q"], cwd=folder, env=env, capture_output=True)
+                subprocess.run(["dvc", "checkout", "-q"], cwd=folder, env=envs[name], capture_output=True)
                 click.echo(f"round {round_ + 1} {name} ({commits[name]}): {runs[name][-1]}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
