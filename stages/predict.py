@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -31,21 +32,38 @@ def main(files: tuple[Path, ...], model: Path, as_json: bool) -> None:
         session = open_session(model)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        failed = print_predictions(session, list(files), as_json)
+    except OSError as exc:  # standard output is full, closed or gone: one line, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        click.echo(f"Error: cannot write the results to standard output ({exc.strerror})", err=True)
+        sys.exit(1)
+    sys.exit(1 if failed else 0)
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters (a newline in a file name, say) written as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def print_predictions(session: object, files: list[Path], as_json: bool) -> bool:
+    """Print each file's result as soon as it is known; whether any file failed."""
     failed = False
     if as_json:
         click.echo("[")
-    for index, result in enumerate(predict_files(session, class_names(session), list(files))):
+    for index, result in enumerate(predict_files(session, class_names(session), files)):
         failed = failed or "error" in result
         if as_json:  # a list printed an item at a time, so results appear as they come and the JSON stays valid
             item = textwrap.indent(json.dumps(result, indent=2), "  ")
             click.echo(f"{item}," if index < len(files) - 1 else item)
         if "error" in result:
-            click.echo(f"error: {result['error']}", err=True)
+            click.echo(f"error: {printable(result['error'])}", err=True)
         elif not as_json:
-            click.echo(f"{result['file']}: {result['label']} ({result['probability']:.3f})")
+            click.echo(f"{printable(result['file'])}: {result['label']} ({result['probability']:.3f})")
     if as_json:
         click.echo("]")
-    sys.exit(1 if failed else 0)
+    return failed
+
 
 if __name__ == "__main__":
     main()

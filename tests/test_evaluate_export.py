@@ -242,9 +242,39 @@ def test_a_file_that_fails_late_is_its_own_error_and_json_stays_valid(exported: 
     assert "no digit found" in parsed[0]["error"] and parsed[1]["label"] == "7"
 
 
-def test_the_default_model_is_this_projects_wherever_predict_runs() -> None:
-    default = next(p.default for p in predict.main.params if p.name == "model")
-    assert Path(default).is_absolute() and Path(default) == REPO / "models" / "model.onnx"
+def test_the_default_model_is_this_projects_wherever_predict_runs(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "models"
+    elsewhere.mkdir()
+    (elsewhere / "model.onnx").write_bytes(b"not this project's model")  # a relative default would open this
+    default = REPO / "models" / "model.onnx"
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "digit.png"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    if default.exists():  # after `make repro`: the project's model opens, and the missing image is the error
+        assert done.stderr.strip() == "error: digit.png: not found", done.stderr
+    else:
+        assert str(default) in done.stderr and str(elsewhere) not in done.stderr, done.stderr
+
+
+def test_predict_closes_what_it_refuses_escapes_file_names_and_survives_a_full_disk(
+        exported: Path, prepared: Path, tmp_path: Path) -> None:
+    from pipeline.inference.digit_image import load_image
+
+    open_files = len(os.listdir("/proc/self/fd"))
+    for _ in range(2000):  # more than the usual limit of 1,024 descriptors
+        with pytest.raises(PipelineError, match="is a directory"):
+            load_image(tmp_path)
+    assert len(os.listdir("/proc/self/fd")) == open_files
+    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    forged = good.rename(tmp_path / "a\nb.png: 1 (1.000)")  # would print a second, made-up result line
+    result = invoke(predict.main, forged, "--model", exported / "model.onnx")
+    assert result.exit_code == 0 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{tmp_path}/a\\nb.png: 1 (1.000): 7 ("), result.output
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "stages.predict", str(forged), "--model",
+                               str(exported / "model.onnx")], cwd=REPO, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == "Error: cannot write the results to standard output (No space left on device)\n"
 
 
 def test_predict_refuses_a_fifo_at_once_and_its_json_stays_valid(exported: Path, prepared: Path,

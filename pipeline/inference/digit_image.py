@@ -96,13 +96,18 @@ def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise PipelineError(f"{path}: is a directory, not an image") from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot be opened ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(file.fileno()).st_mode
+    try:  # checked on the bare descriptor, which is closed on every refusal (fdopen of a directory keeps it)
+        mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise PipelineError(f"{path}: is a directory, not an image")
         if not stat.S_ISREG(mode):
             raise PipelineError(f"{path}: not a regular file (a FIFO, device or socket); give an image file")
         os.set_blocking(fd, True)
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
         return decode_image(file, str(path), max_pixels)
 
 
