@@ -75,6 +75,21 @@ def low_contrast(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return on_paper(pen_drawing(digit, 300, 200, 10), paper=0.82, pen=0.62)
 
 
+def faint_with_specks(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Light pencil (ink at 0.72 on white) on a 300 px page, with a dark blot 9 px across and a few black
+    specks beside the digit: the blot and specks are the darkest marks on the page, the digit is not."""
+    ink = pen_drawing(digit, 300, 180, 8)
+    ys, xs = np.mgrid[0:300, 0:300]
+    corner = rng.integers(0, 4)  # the blot in a corner the digit leaves free
+    cy, cx = (30 if corner < 2 else 270), (30 if corner % 2 == 0 else 270)
+    blot = np.clip(5 - np.hypot(ys - cy, xs - cx), 0, 1)
+    specks = np.zeros_like(ink)
+    for y, x in rng.integers(5, 295, size=(6, 2)):
+        specks[y:y + 2, x:x + 2] = 1.0
+    specks[ink > 0] = 0
+    return on_paper(np.maximum(0.28 * ink, np.maximum(blot, specks)), pen=0.0)
+
+
 def gradient(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """Uneven lighting: paper from 0.45 to 1.0 across the page in a random direction."""
     angle = rng.uniform(0, 2 * np.pi)
@@ -111,6 +126,7 @@ FORMS = (
     Form("inverted", inverted),
     Form("small, off-centre", small_off_centre),
     Form("low contrast", low_contrast),
+    Form("faint, with specks", faint_with_specks),
     Form("gradient", gradient),
     Form("JPEG q25", jpeg, ".jpg"),
     Form("colour pen", colour_pen),

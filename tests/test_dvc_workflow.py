@@ -212,9 +212,9 @@ def test_compare_shows_the_platform_only_where_rows_differ_in_it(dvc_repo: Path)
         env={**ENV, "OMP_NUM_THREADS": "2"})  # another platform: the same machine with another thread count
     lines = compare(dvc_repo)
     header = next(line.split() for line in lines if "Experiment" in line)
-    assert "threads" in header, "\n".join(lines)
+    assert "platform.threads" in header, "\n".join(lines)
     rows = [line.split() for line in lines if "├──" in line or "└──" in line]  # '├──', revision, name, values
-    threads = {row[2]: row[header.index("threads") + 2] for row in rows}
+    threads = {row[2]: row[header.index("platform.threads") + 2] for row in rows}
     assert threads == {"[same-machine]": "1", "[two-threads]": "2"}, "\n".join(lines)
     assert max(map(len, lines)) <= 100, "\n".join(lines)
 

@@ -170,10 +170,21 @@ def ink_map(image: np.ndarray) -> np.ndarray:
         contrast = (background - channel) / np.maximum(background, 0.05) if dark_ink else \
             (channel - background) / np.maximum(1 - background, 0.05)
         np.maximum(ink, contrast, out=ink)
-    peak = float(_median3(ink).max())
+    peak = ink_level(_median3(ink))
     if peak <= 0:
         return np.zeros_like(ink)
     return np.clip((ink / peak - NOISE_FLOOR) / (1 - NOISE_FLOOR), 0, 1)
+
+
+def ink_level(ink: np.ndarray) -> float:
+    """The strongest ink of the heaviest mark: the digit's own level, so that a dark blot or speck beside a
+    faint pencil digit neither sets it (the digit would fall under the thresholds) nor becomes the digit."""
+    top = float(ink.max())
+    if top <= 0:
+        return 0.0
+    marks, count = ndimage.label(ink > NOISE_FLOOR * top, structure=np.ones((3, 3)))
+    mass = ndimage.sum_labels(ink, marks, index=np.arange(1, count + 1))
+    return float(ndimage.maximum(ink, marks, index=int(mass.argmax()) + 1))
 
 
 def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
@@ -195,7 +206,7 @@ def stroke_width(mask: np.ndarray) -> float:
     """The median stroke width of a binary drawing, in pixels: twice the distance to the edge along the ridges."""
     inside = ndimage.distance_transform_edt(mask)
     ridge = mask & (inside >= ndimage.maximum_filter(inside, size=3))
-    return 2 * float(np.median(inside[ridge])) - 0.5
+    return 2 * float(np.median(inside[ridge])) - 0.5 if ridge.any() else 0.0
 
 
 def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
@@ -207,7 +218,7 @@ def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
     mask = np.pad(crop > 0.5, 1)  # a margin, so that strokes touching the crop's border have an edge there
     width = stroke_width(mask)
     target = STROKE_WIDTH / scale
-    if abs(width - target) <= 0.25 * target:
+    if width <= 0 or abs(width - target) <= 0.25 * target:  # no solid stroke to measure: left as it is
         return crop
     grow = max((target - width) / 2, -0.2 * width)  # thinning stops short of breaking strokes: 40% at most
     mask = np.pad(mask, max(0, int(np.ceil(grow))) + 1)
@@ -235,6 +246,8 @@ def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
     crop = reduced(ink[rows, cols], math.ceil(max(rows.stop - rows.start, cols.stop - cols.start) / WORK_SIDE))
     crop = normalize_stroke(crop, BOX / max(crop.shape))
     kept_rows, kept_cols = np.nonzero(crop > MARK)
+    if kept_rows.size == 0:
+        raise PipelineError(f"{name}: no digit found (only faint marks)")
     crop = crop[kept_rows.min():kept_rows.max() + 1, kept_cols.min():kept_cols.max() + 1]
     scale = BOX / max(crop.shape)
     height, width = (max(1, round(d * scale)) for d in crop.shape)
