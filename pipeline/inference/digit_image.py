@@ -34,6 +34,7 @@ WORK_SIDE = 1024  # a larger digit is reduced (keeping every stroke) before its 
 BOX, CANVAS = 20, 28
 STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (see README, "Predict")
 BACKGROUND_SIDE = 128  # the background is estimated on a copy this size
+LEVEL_SIDE = 256  # the marks that set the ink level are found on a copy at most this size
 NOISE_FLOOR = 0.12  # ink weaker than this share of the strongest is noise, haze or JPEG ringing
 MARK = 0.3  # ink above this share of the strongest counts as part of a mark
 MIN_SHARE = 0.08  # a mark with less than this share of the largest mark's ink is a speck
@@ -182,9 +183,10 @@ def ink_level(ink: np.ndarray) -> float:
     top = float(ink.max())
     if top <= 0:
         return 0.0
-    marks, count = ndimage.label(ink > NOISE_FLOOR * top, structure=np.ones((3, 3)))
-    mass = ndimage.sum_labels(ink, marks, index=np.arange(1, count + 1))
-    return float(ndimage.maximum(ink, marks, index=int(mass.argmax()) + 1))
+    small = reduced(ink, math.ceil(max(ink.shape) / LEVEL_SIDE))  # block maxima: cheap, and no mark fades
+    marks, count = ndimage.label(small > NOISE_FLOOR * top, structure=np.ones((3, 3)))
+    mass = ndimage.sum_labels(small, marks, index=np.arange(1, count + 1))
+    return float(ndimage.maximum(small, marks, index=int(mass.argmax()) + 1))
 
 
 def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
@@ -236,7 +238,9 @@ def reduced(ink: np.ndarray, factor: int) -> np.ndarray:
     height, width = (math.ceil(side / factor) * factor for side in ink.shape)
     padded = np.zeros((height, width), dtype=ink.dtype)
     padded[:ink.shape[0], :ink.shape[1]] = ink
-    return padded.reshape(height // factor, factor, width // factor, factor).max(axis=(1, 3))
+    # the maximum of strided views, columns then rows: the same values as a 4-D reshape's max, 2-4x faster
+    columns = np.maximum.reduce([padded[:, offset::factor] for offset in range(factor)])
+    return np.maximum.reduce([columns[offset::factor] for offset in range(factor)])
 
 
 def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
