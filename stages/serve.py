@@ -22,7 +22,7 @@ MAX_CONNECTIONS = 1024
 @click.command(help="""Serve the exported model over HTTP (FastAPI on uvicorn).
 
 GET / is a page where you draw a digit (mouse or finger) and watch the prediction and the ten
-probabilities change as you draw; GET /docs documents the API. POST /predict takes an image
+probabilities change as you draw; GET /openapi.json describes the API. POST /predict takes an image
 (image/*, or a form upload) or JSON {"pixels": [[...]]} and returns {"label", "probabilities"};
 a bad request gets a 4xx JSON error, with limits on body size, image size and time. Binds to
 127.0.0.1 unless --host says otherwise; --port 0 picks a free port. Prints the address it bound.""")
@@ -40,7 +40,7 @@ def main(model: Path, host: str, port: int, workers: int, timeout: float) -> Non
     open_session(model)  # a missing or broken model stops here, in one line
     os.environ[MODEL_VARIABLE], os.environ[TIMEOUT_VARIABLE] = str(model.resolve()), str(timeout)
     config = uvicorn.Config("pipeline.inference.serving:app_from_environment", factory=True, host=host, port=port,
-                            workers=workers, http=GuardedH11Protocol, limit_concurrency=MAX_CONNECTIONS,
+                            workers=workers, http=GuardedH11Protocol, ws="none", limit_concurrency=MAX_CONNECTIONS,
                             timeout_keep_alive=5, log_level="warning", access_log=False)
     socket = config.bind_socket()
     socket.listen(config.backlog)  # connections made once the line below is out wait for the server, not fail

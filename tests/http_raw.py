@@ -23,16 +23,16 @@ def read_answer(sock: socket.socket, deadline: float) -> Answer:
     """Read one HTTP response (status line, headers, Content-Length body) before `deadline`."""
     data = b""
     while b"\r\n\r\n" not in data:
-        data += _recv(sock, deadline)
+        data += receive(sock, deadline)
     head, body = data.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
     while len(body) < int(headers.get("content-length", 0)):
-        body += _recv(sock, deadline)
+        body += receive(sock, deadline)
     return Answer(int(lines[0].split()[1]), headers, body)
 
 
-def _recv(sock: socket.socket, deadline: float) -> bytes:
+def receive(sock: socket.socket, deadline: float) -> bytes:
     sock.settimeout(max(0.01, deadline - time.monotonic()))
     chunk = sock.recv(65536)
     if not chunk:

@@ -26,7 +26,7 @@ from pipeline.data.prepared import load_split
 from pipeline.inference import serving
 from tests.browser import CHROMEDRIVER, CHROMIUM, chromium, draw
 from tests.helpers import REPO
-from tests.http_raw import Answer, exchange, read_answer, request
+from tests.http_raw import Answer, exchange, read_answer, receive, request
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
 TIMEOUT = 1.0
@@ -97,7 +97,8 @@ def test_the_docs_and_the_page_are_served(server: Server) -> None:
     assert page.status == 200 and b"<canvas" in page.body
     spec = exchange(server.port, request("GET", "/openapi.json")).json()
     assert "/predict" in spec["paths"]
-    assert exchange(server.port, request("GET", "/docs")).status == 200
+    for blank_offline in ("/docs", "/redoc"):  # FastAPI's pages load their scripts from CDNs: not served
+        assert exchange(server.port, request("GET", blank_offline)).status == 404
 
 
 def float_tiff(value: float) -> bytes:
@@ -180,9 +181,28 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_10_mb(server: Server, di
     still_serving(server, digit)
 
 
-def test_head_gets_headers_only(server: Server) -> None:
-    answer = exchange(server.port, request("HEAD", "/nowhere"))
-    assert answer.status == 404 and answer.headers["content-type"] == "application/json"
+def test_head_gets_the_pages_headers_and_no_body(server: Server) -> None:
+    deadline = time.monotonic() + 30
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request("HEAD", "/") + request("GET", "/nowhere"))  # pipelined on one connection
+        data = b""
+        while b'"}' not in data:  # until the second answer's JSON body has come
+            data += receive(sock, deadline)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-type: text/html" in head.lower(), head
+    assert int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) > 1000  # the page's size ...
+    assert rest.startswith(b"HTTP/1.1 404 "), rest[:200]  # ... and none of its bytes: the next answer follows
+
+
+def test_a_trailing_slash_and_a_websocket_upgrade_get_json_answers_not_a_redirect_or_an_empty_403(
+        server: Server) -> None:
+    elsewhere = request("POST", "/predict/", b"x", "image/png").replace(b"Host: 127.0.0.1", b"Host: evil.example")
+    slash = exchange(server.port, elsewhere)
+    assert slash.status == 404 and "location" not in slash.headers and "evil" not in slash.body.decode()
+    upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" \
+              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    answer = exchange(server.port, request("GET", "/ws", extra=upgrade))
+    assert answer.status == 404 and "error" in answer.json()
 
 
 @pytest.mark.parametrize("what", ["silence", "headers trickled", "a body announced and never sent"])

@@ -143,9 +143,14 @@ class BodyLimit:
 
 
 def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> FastAPI:
-    """The app: GET / (the drawing page), POST /predict, and OpenAPI docs at /docs."""
+    """The app: GET / (the drawing page), POST /predict, and the OpenAPI description at /openapi.json.
+
+    No /docs or /redoc: FastAPI's pages load their scripts from CDNs, so offline they are blank. No redirect
+    of /predict/ to /predict either: Starlette builds its Location from the client's Host header.
+    """
     page = PAGE.read_text()
-    app = FastAPI(title="MNIST digit classifier", description=__doc__, version="1")
+    app = FastAPI(title="MNIST digit classifier", description=__doc__, version="1", docs_url=None, redoc_url=None,
+                  redirect_slashes=False)
     app.add_middleware(BodyLimit, max_body=limits.max_body, seconds=limits.body_seconds)
     turns = asyncio.Semaphore(limits.concurrent)
     workers = anyio.CapacityLimiter(limits.threads)
@@ -168,7 +173,7 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
         log.exception("%s %s failed", request.method, request.url.path)
         return error(500, f"the server failed on this request ({type(exc).__name__}); it is logged")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def drawing_page() -> str:
         return page
 
