@@ -42,7 +42,8 @@ bench: setup   # fresh results go to bench/results/local/; add --update to repla
 
 # Experiments and main side by side in under 100 columns, best test accuracy first: changed params, test
 # accuracy, errors, and the platform's fields when rows differ in them (--only-changed hides equal columns, and
-# a platform column is what flags a comparison across machines); --drop takes whole column names
+# a platform column is what flags a comparison across machines; the CPU's name stands for its capability, which
+# `dvc exp show` still shows); --drop takes whole column names
 compare: setup
 	@dvc exp show --only-changed --sort-by metrics/eval.json:accuracy --sort-order desc --drop '$(COMPARE_DROP)'
 
@@ -50,7 +51,7 @@ compare: setup
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes
+COMPARE_DROP := Created|State|Executor|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes|platform.cpu_capability
 
 clean:
 	rm -rf $(VENV) data/raw data/prepared models/*.pt models/*.pt2 models/*.onnx

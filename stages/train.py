@@ -87,9 +87,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     if not info.is_main:
         return
 
-    best = result.state.history[result.state.best_epoch - 1]
-    write_progress(metrics, record_dir, result.state.history, result.state.best_epoch,
-                   count_parameters(result.model), platform)
+    best = result.state.history[result.state.best_epoch - 1]  # METRICS and the TSVs hold it since its epoch
     plot_learning_curves(result.state.history, record_dir / "curves.png")
     clear_epoch_signal()
     save_model(model_out, cfg.model, result.model, stats["mean"], stats["std"], stats["classes"], asdict(cfg))
