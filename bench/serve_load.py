@@ -134,7 +134,7 @@ def checkout(revision: str, folder: Path) -> Path:
 def main(baseline: str, levels: str, seconds: str, model: Path, data: Path, update: bool) -> None:
     payload = canvas_png(data)
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {f"previous ({baseline}, ThreadingHTTPServer)": (checkout(baseline, Path(tmp)), ()),
+        servers = {f"previous ({baseline}), 1 worker": (checkout(baseline, Path(tmp)), ()),
                    "FastAPI + uvicorn, 1 worker": (ROOT, ()),
                    "FastAPI + uvicorn, 2 workers": (ROOT, ("--workers", "2"))}
         running = {name: start_server(code, model.resolve(), *extra) for name, (code, extra) in servers.items()}

@@ -156,6 +156,23 @@ def test_predict_refuses_absurdly_large_images(tmp_path: Path) -> None:
         digit_image.prepare_image(huge)
 
 
+PEAK_AT_EXIT = ("import atexit, re, runpy, sys; atexit.register(lambda: print('peak', re.search(r'VmHWM:\\s+(\\d+)', "
+                "open('/proc/self/status').read())[1], file=sys.stderr)); sys.argv[0] = 'predict'; "
+                "runpy.run_module('stages.predict', run_name='__main__')")
+
+
+def test_predict_reads_a_40_megapixel_page_within_a_gigabyte(exported: Path, prepared: Path, tmp_path: Path) -> None:
+    digit = Image.fromarray(255 - load_split(prepared / "test.pt").images[0].numpy()).resize((4000, 4000))
+    page = Image.new("RGB", (6300, 6300), (250, 244, 225))  # 39.7 megapixels of cream paper: under the limit
+    page.paste(digit, (1000, 1200))
+    page.save(tmp_path / "page.png")
+    done = subprocess.run([sys.executable, "-c", PEAK_AT_EXIT, str(tmp_path / "page.png"), "--model",
+                           str(exported / "model.onnx")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith(f"{tmp_path / 'page.png'}: 7 ("), done.stdout + done.stderr
+    peak_mb = int(done.stderr.split("peak ")[1]) // 1024
+    assert peak_mb <= 1024, f"peak {peak_mb} MB"
+
+
 def test_predict_needs_a_valid_model(tmp_path: Path) -> None:
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"garbage")

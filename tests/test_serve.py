@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +40,12 @@ class Server:
     line: str
 
 
-@pytest.fixture(scope="module")
-def server(exported: Path) -> Iterator[Server]:
-    """`python -m stages.serve --port 0 --timeout 1` on the exported fixture model."""
-    process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"),
-                                "--port", "0", "--timeout", str(TIMEOUT)], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+@contextmanager
+def running_server(model: Path, timeout: float) -> Iterator[Server]:
+    """`python -m stages.serve --port 0 --timeout TIMEOUT` on `model`, stopped afterwards."""
+    process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--model", str(model), "--port", "0",
+                                "--timeout", str(timeout)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     try:
         line = process.stdout.readline()  # the server prints it once it is bound; EOF if it dies
         assert line.startswith("serving "), process.stderr.read() if process.poll() is not None else line
@@ -52,6 +53,21 @@ def server(exported: Path) -> Iterator[Server]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(exported: Path) -> Iterator[Server]:
+    """The server most tests share, with a 1 s client timeout."""
+    with running_server(exported / "model.onnx", TIMEOUT) as shared:
+        yield shared
+
+
+@pytest.fixture
+def fresh_server(exported: Path) -> Iterator[Server]:
+    """A server of its own, whose peak memory no other test has raised (warmed up by one page load)."""
+    with running_server(exported / "model.onnx", 30) as own:
+        assert exchange(own.port, request("GET", "/")).status == 200
+        yield own
 
 
 def png(image: np.ndarray) -> bytes:
@@ -242,9 +258,57 @@ def test_the_server_stays_within_a_few_hundred_megabytes(server: Server, digit: 
     for body, content_type, _, _ in HOSTILE.values():
         predict(server, body, content_type)
     still_serving(server, digit)
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-    assert peak_kb < 600 * 1024, f"peak resident memory {peak_kb // 1024} MB"
+    assert peak_mb(server.process.pid) < 600, f"peak resident memory {peak_mb(server.process.pid)} MB"
+
+
+def peak_mb(pid: int) -> int:
+    """A process's peak resident memory so far, in MB (the kernel's VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) // 1024
+
+
+def uploads_at_once(server: Server, clients: int, raw: bytes) -> list[Answer]:
+    """`clients` connections sending `raw` at the same time; every answer, each read with a deadline."""
+    answers: list[Answer] = []
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+            sock.sendall(raw)
+            answers.append(read_answer(sock, time.monotonic() + 120))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return answers
+
+
+def test_a_crowd_of_uploads_is_admitted_before_it_is_buffered_so_memory_has_a_ceiling(
+        fresh_server: Server, digit: tuple[bytes, str]) -> None:
+    base = peak_mb(fresh_server.process.pid)
+    raw = request("POST", "/predict", b"\xff" * int(9.5 * 2**20), "image/png")  # not an image: read whole, 422
+    for clients in (100, 300):
+        answers = uploads_at_once(fresh_server, clients, raw)
+        assert len(answers) == clients and {a.status for a in answers} == {422}, {a.status for a in answers}
+        assert all(a.json()["error"] for a in answers)
+        grown = peak_mb(fresh_server.process.pid) - base
+        assert grown <= 300, f"{clients} clients at once: +{grown} MB"
+    still_serving(fresh_server, digit)
+
+
+def test_a_4_megapixel_colour_photo_costs_at_most_150_mb(fresh_server: Server, prepared: Path) -> None:
+    from bench.digit_forms import pen_drawing
+
+    ink = pen_drawing(load_split(prepared / "test.pt").images[0].numpy(), 2000, 1400, 20)[..., None]
+    paper, pen = np.array([250, 244, 225]) / 255, np.array([30, 70, 200]) / 255  # a blue pen on cream paper
+    photo = Image.fromarray(np.round((paper + (pen - paper) * ink) * 255).astype(np.uint8), "RGB")
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    base = peak_mb(fresh_server.process.pid)
+    answer = predict(fresh_server, buffer.getvalue())
+    assert answer.status == 200 and answer.json()["label"] == "7"
+    assert peak_mb(fresh_server.process.pid) - base <= 150, f"+{peak_mb(fresh_server.process.pid) - base} MB"
 
 
 def listening_address(pid: int, port: int) -> str:

@@ -30,6 +30,7 @@ from pipeline.common.errors import PipelineError
 MAX_PIXELS = 40_000_000
 MAX_ASPECT = 20  # no photo, scan or canvas of a digit is more elongated than this
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # what people send; others are never decoded
+WORK_PIXELS = 4_000_000  # a larger image is averaged down to this before it is prepared (serve's own limit)
 WORK_SIDE = 1024  # a larger digit is reduced (keeping every stroke) before its strokes are reshaped
 BOX, CANVAS = 20, 28
 STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (see README, "Predict")
@@ -71,14 +72,19 @@ def decode_image(source: bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXE
             if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
                 raise PipelineError(f"{name}: image of {width}x{height} pixels is too elongated for a digit "
                                     f"(at most {MAX_ASPECT}:1)")
-            image = ImageOps.exif_transpose(image)
+            factor = math.ceil(math.sqrt(width * height / WORK_PIXELS))
+            if factor > 1:  # a JPEG decodes at 1/2, 1/4 or 1/8 scale at once (DCT scaling)
+                image.draft(image.mode, (width // factor, height // factor))
+            image = _at_most_work_pixels(ImageOps.exif_transpose(image))
             if image.mode in WIDE_MODES:
                 return scaled_by_range(np.asarray(image, dtype=np.float64))
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 white = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(white, image.convert("RGBA"))
             mode = "L" if image.mode in ("1", "L", "LA", "P") and _is_gray(image) else "RGB"
-            return np.asarray(image.convert(mode), dtype=np.float32) / 255
+            pixels = np.asarray(image.convert(mode), dtype=np.float32)
+            pixels /= 255  # in place: a 4 MP colour image is 48 MB as float32
+            return pixels
     except UnidentifiedImageError:
         raise PipelineError(f"{name}: not an image of an accepted format ({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError:
@@ -112,6 +118,20 @@ def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return decode_image(file, str(path), max_pixels)
 
 
+def _at_most_work_pixels(image: Image.Image) -> Image.Image:
+    """An image over WORK_PIXELS averaged down by a whole factor, before it becomes float32 (a 40 MP photo
+    would take 480 MB as colour floats). Palettes and 16-bit levels are converted first, as averaging their
+    codes would be wrong."""
+    factor = math.ceil(math.sqrt(image.width * image.height / WORK_PIXELS))
+    if factor <= 1:
+        return image
+    if image.mode in ("1", "P", "PA"):
+        image = image.convert("RGBA")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.reduce(factor)
+
+
 def _is_gray(image: Image.Image) -> bool:
     """Whether a 1/L/LA/P image holds only gray levels (a palette may hold colours)."""
     if image.mode != "P":
@@ -136,6 +156,7 @@ def _background(channel: np.ndarray, dark_ink: bool) -> np.ndarray:
     return np.asarray(Image.fromarray(flat).resize((width, height), Image.BILINEAR))
 
 
+MEDIAN_BAND_VALUES = 1 << 18  # pixels per band of the 3x3 median: nine working copies of 1 MB each
 # Paeth's 19 compare-exchanges that leave the median of 9 values in the middle slot
 MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7), (3, 6),
            (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
@@ -151,26 +172,37 @@ def _median3(values: np.ndarray) -> np.ndarray:
         return values
     padded = np.pad(values, 1, mode="edge")
     height, width = values.shape
-    slots = [padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)]
-    for low, high in MEDIAN9:
-        slots[low], slots[high] = np.minimum(slots[low], slots[high]), np.maximum(slots[low], slots[high])
-    return slots[4]
+    median = np.empty_like(values)
+    # in bands of rows, so that the nine working copies stay small (and in cache) on any image
+    band = max(1, MEDIAN_BAND_VALUES // width)
+    for top in range(0, height, band):
+        rows = min(band, height - top)
+        slots = [padded[top + dy:top + dy + rows, dx:dx + width] for dy in range(3) for dx in range(3)]
+        for low, high in MEDIAN9:
+            slots[low], slots[high] = np.minimum(slots[low], slots[high]), np.maximum(slots[low], slots[high])
+        median[top:top + rows] = slots[4]
+    return median
 
 
 def ink_map(image: np.ndarray) -> np.ndarray:
     """How much ink each pixel holds, in [0, 1] relative to the strongest stroke; background is 0."""
-    gray = image if image.ndim == 2 else image.mean(axis=2)
-    smooth = _median3(gray)
+    smooth = _median3(image if image.ndim == 2 else image.mean(axis=2))
     middle = float(np.median(smooth))
     dark_ink = middle - float(smooth.min()) >= float(smooth.max()) - middle
+    del smooth  # full-size arrays are let go as soon as they are used: a 4 MP image stays under +150 MB
     channels = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
-    ink = np.zeros(gray.shape, dtype=np.float32)
+    ink = np.zeros(image.shape[:2], dtype=np.float32)
     for channel in channels:
         background = _background(channel, dark_ink)
         # contrast relative to the local paper, as lighting multiplies: a stroke in shade counts as one in light
-        contrast = (background - channel) / np.maximum(background, 0.05) if dark_ink else \
-            (channel - background) / np.maximum(1 - background, 0.05)
+        if dark_ink:
+            contrast = background - channel
+            contrast /= np.maximum(background, 0.05)
+        else:
+            contrast = channel - background
+            contrast /= np.maximum(1 - background, 0.05)
         np.maximum(ink, contrast, out=ink)
+        del background, contrast
     peak = ink_level(_median3(ink))
     if peak <= 0:
         return np.zeros_like(ink)
@@ -191,17 +223,21 @@ def ink_level(ink: np.ndarray) -> float:
 
 def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
     """The bounding box of the marks that make the digit: every connected mark with a real share of the ink."""
-    marks, count = ndimage.label(ink > MARK, structure=np.ones((3, 3)))
+    marked = ink > MARK
+    marks, count = ndimage.label(marked, structure=np.ones((3, 3)))
     if count == 0:
         raise PipelineError(f"{name}: no digit found (blank image)")
-    mass = ndimage.sum_labels(ink, marks, index=np.arange(1, count + 1))
-    kept = np.flatnonzero(mass >= MIN_SHARE * mass.max()) + 1
-    rows, cols = np.nonzero(np.isin(marks, kept))
-    extent = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    # each mark's ink, added up over the marked pixels only (sum_labels would copy the whole image twice)
+    mass = np.bincount(marks[marked], weights=ink[marked], minlength=count + 1)[1:]
+    boxes = [box for box, share in zip(ndimage.find_objects(marks), mass >= MIN_SHARE * mass.max(), strict=True)
+             if share]  # the kept marks' bounding boxes: their union is the digit's, with no full-size mask
+    top, bottom = min(b[0].start for b in boxes), max(b[0].stop for b in boxes)
+    left, right = min(b[1].start for b in boxes), max(b[1].stop for b in boxes)
+    extent = max(bottom - top, right - left)
     if extent < max(4, MIN_EXTENT * max(ink.shape)):
         raise PipelineError(f"{name}: no digit found (only marks of {extent} pixels on a "
                             f"{ink.shape[1]}x{ink.shape[0]} image, too small to be a digit)")
-    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+    return slice(top, bottom), slice(left, right)
 
 
 def stroke_width(mask: np.ndarray) -> float:

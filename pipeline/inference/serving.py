@@ -10,6 +10,7 @@ is left without an answer. The limits on what a request may cost are in `Limits`
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -43,7 +44,9 @@ class Limits:
     max_body: int = 10 * 1024 * 1024  # bytes, counted while the body is read
     max_pixels: int = 4_000_000  # a request's image, checked before it is decoded
     body_seconds: float = CLIENT_SECONDS  # to send the whole body
-    concurrent: int = 64  # requests being prepared and predicted at once; the rest wait
+    # requests admitted at once: reading their bodies, preparing and predicting. The rest wait before their
+    # bodies are read (the client's upload stalls in TCP), so bodies in memory never exceed this many
+    concurrent: int = 8
     queue_seconds: float = 10.0  # how long a request waits for its turn before a 503
     threads: int = 2  # threads that prepare images and run the model
 
@@ -92,10 +95,15 @@ def predict_digit(session: Any, classes: list[str], image: np.ndarray) -> dict[s
             "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)}}
 
 
+RETRY_SECONDS = 1  # what a 503 asks the client to wait before trying again
+
+
 def error(status: int, message: str) -> JSONResponse:
     """The JSON answer to a refused request; after a body that was not read whole, the connection closes."""
-    closing = {"connection": "close"} if status in (408, 413) else None
-    return JSONResponse({"error": message}, status_code=status, headers=closing)
+    headers = {"connection": "close"} if status in (408, 413) else {}
+    if status == 503:
+        headers["retry-after"] = str(RETRY_SECONDS)
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
 class BodyLimit:
@@ -183,19 +191,21 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
         """Send the image as the body (image/*), as a form upload, or JSON `{"pixels": [[...], ...]}`."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
-            reader = _read_upload(request, limits)
+            read = functools.partial(_read_upload, request, limits)
         elif kind == "application/json" or kind.startswith(IMAGE_TYPES):
-            reader = _read_body(request, kind)
+            read = functools.partial(_read_body, request, kind)
         else:
             raise RequestError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/*, "
                                     "multipart/form-data or application/json")
-        image_source = await reader
-        try:
+        try:  # admission before the body is read: what waits here holds no upload in memory
             await asyncio.wait_for(turns.acquire(), limits.queue_seconds)
         except TimeoutError:
+            async for _ in request.stream():  # read and drop the upload, so that the answer is not lost to a reset
+                pass
             raise RequestError(503, f"busy: {limits.concurrent} requests ahead for {limits.queue_seconds:g} s; "
-                                    "try again") from None
+                                    f"try again in {RETRY_SECONDS} s") from None
         try:
+            image_source = await read()
             return await anyio.to_thread.run_sync(_prepare_and_predict, session, classes, image_source, limits,
                                                   limiter=workers)
         finally:
