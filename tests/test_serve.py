@@ -331,10 +331,10 @@ class BrokenSession:
         raise RuntimeError("the model blew up")
 
 
-def test_a_fault_of_the_server_is_a_500_json_answer_with_the_traceback_logged(
-        digit: tuple[bytes, str], caplog: pytest.LogCaptureFixture) -> None:
-    app = serving.make_app(BrokenSession(), [str(d) for d in range(10)])
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+@contextmanager
+def in_process_server(app: object) -> Iterator[int]:
+    """`app` on uvicorn in a thread of this process (so that caplog sees its log); yields its port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="info")
     sock = config.bind_socket()
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -344,14 +344,37 @@ def test_a_fault_of_the_server_is_a_500_json_answer_with_the_traceback_logged(
         while not server.started:
             assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.02)
-        with caplog.at_level(logging.ERROR, logger="serve"):
-            answer = exchange(sock.getsockname()[1], request("POST", "/predict", digit[0], "image/png"))
-        assert answer.status == 500
-        assert answer.json() == {"error": "the server failed on this request (RuntimeError); it is logged"}
-        assert "the model blew up" in caplog.text and "Traceback" in caplog.text
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_a_fault_of_the_server_is_a_500_json_answer_with_the_traceback_logged(
+        digit: tuple[bytes, str], caplog: pytest.LogCaptureFixture) -> None:
+    with in_process_server(serving.make_app(BrokenSession(), [str(d) for d in range(10)])) as port, \
+            caplog.at_level(logging.ERROR, logger="serve"):
+        answer = exchange(port, request("POST", "/predict", digit[0], "image/png"))
+    assert answer.status == 500
+    assert answer.json() == {"error": "the server failed on this request (RuntimeError); it is logged"}
+    assert "the model blew up" in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_client_that_hangs_up_mid_upload_is_one_line_of_log_not_a_fault(
+        exported: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.export.onnx_session import class_names, open_session
+
+    session = open_session(exported / "model.onnx")
+    caplog.set_level(logging.INFO)
+    with in_process_server(serving.make_app(session, class_names(session))) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request("POST", "/predict", b"\x89PNG" + b"\0" * 80, "image/png")
+                         .replace(b"Content-Length: 84", b"Content-Length: 100000"))  # 84 of 100,000 bytes, then gone
+        deadline = time.monotonic() + 30
+        while "hung up before its body arrived" not in caplog.text:  # the server's own line: the hang-up is handled
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+    assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "

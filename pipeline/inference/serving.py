@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.common.errors import PipelineError
@@ -175,6 +176,12 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         where = "the drawing page is GET /; predictions are POST /predict"
         return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; {where}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client's choice, not a fault: one line, and an answer nobody will read
+        log.info("%s %s: the client hung up before its body arrived", request.method, request.url.path)
+        return error(400, "the client hung up before its body arrived")
 
     @app.exception_handler(Exception)
     async def fault(request: Request, exc: Exception) -> JSONResponse:
