@@ -360,6 +360,38 @@ def test_a_fault_of_the_server_is_a_500_json_answer_with_the_traceback_logged(
     assert "the model blew up" in caplog.text and "Traceback" in caplog.text
 
 
+class HeldSession:
+    """A model that answers only once `release` is set, and says when a request has reached it."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def run(self, *args: object) -> list:
+        self.entered.set()
+        assert self.release.wait(60), "never released"
+        return [np.zeros((1, 10), np.float32)]
+
+
+def test_a_request_that_finds_no_turn_gets_a_json_503_with_retry_after_and_the_admitted_one_finishes(
+        digit: tuple[bytes, str]) -> None:
+    session = HeldSession()
+    app = serving.make_app(session, [str(d) for d in range(10)], serving.Limits(concurrent=1, queue_seconds=0.2))
+    with in_process_server(app) as port:
+        admitted: list[Answer] = []
+        first = threading.Thread(target=lambda: admitted.append(
+            exchange(port, request("POST", "/predict", digit[0], "image/png"))))
+        first.start()
+        try:
+            assert session.entered.wait(30), "the first request never reached the model"
+            refused = exchange(port, request("POST", "/predict", digit[0], "image/png"))  # its turn never comes
+        finally:
+            session.release.set()
+            first.join(timeout=60)
+    assert refused.status == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"].startswith("busy: 1 requests ahead for 0.2 s")
+    assert admitted[0].status == 200 and admitted[0].json()["label"] == "0"
+
+
 def test_a_client_that_hangs_up_mid_upload_is_one_line_of_log_not_a_fault(
         exported: Path, caplog: pytest.LogCaptureFixture) -> None:
     from pipeline.export.onnx_session import class_names, open_session
