@@ -216,19 +216,25 @@ def ink_level(ink: np.ndarray) -> float:
     if top <= 0:
         return 0.0
     small = reduced(ink, math.ceil(max(ink.shape) / LEVEL_SIDE))  # block maxima: cheap, and no mark fades
-    marks, count = ndimage.label(small > NOISE_FLOOR * top, structure=np.ones((3, 3)))
-    mass = ndimage.sum_labels(small, marks, index=np.arange(1, count + 1))
+    marks, mass = weighed_marks(small, NOISE_FLOOR * top)
     return float(ndimage.maximum(small, marks, index=int(mass.argmax()) + 1))
+
+
+def weighed_marks(ink: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The connected marks of ink above `threshold` (labels 1, 2, ...) and each one's ink added up.
+
+    The sums run over the marked pixels only: ndimage.sum_labels would copy the whole image twice.
+    """
+    marked = ink > threshold
+    marks, count = ndimage.label(marked, structure=np.ones((3, 3)))
+    return marks, np.bincount(marks[marked], weights=ink[marked], minlength=count + 1)[1:]
 
 
 def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
     """The bounding box of the marks that make the digit: every connected mark with a real share of the ink."""
-    marked = ink > MARK
-    marks, count = ndimage.label(marked, structure=np.ones((3, 3)))
-    if count == 0:
+    marks, mass = weighed_marks(ink, MARK)
+    if mass.size == 0:
         raise PipelineError(f"{name}: no digit found (blank image)")
-    # each mark's ink, added up over the marked pixels only (sum_labels would copy the whole image twice)
-    mass = np.bincount(marks[marked], weights=ink[marked], minlength=count + 1)[1:]
     boxes = [box for box, share in zip(ndimage.find_objects(marks), mass >= MIN_SHARE * mass.max(), strict=True)
              if share]  # the kept marks' bounding boxes: their union is the digit's, with no full-size mask
     top, bottom = min(b[0].start for b in boxes), max(b[0].stop for b in boxes)

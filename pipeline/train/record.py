@@ -45,20 +45,25 @@ def write_progress(metrics: Path, folder: Path, history: list[dict[str, float]],
     signal_epoch_done(len(history))
 
 
-def signal_epoch_done(epoch: int) -> None:
-    """Tell DVC's VS Code extension that an epoch ended, as DVCLive does (only under `dvc repro`/`exp run`)."""
+def _step_signal() -> Path | None:
+    """Where the signal goes: under the repository DVC runs this stage for; None outside `dvc repro`/`exp run`."""
     root = os.environ.get("DVC_ROOT")
-    if root:
-        signal = Path(root) / STEP_SIGNAL
+    return Path(root) / STEP_SIGNAL if root else None
+
+
+def signal_epoch_done(epoch: int) -> None:
+    """Tell DVC's VS Code extension that an epoch ended, as DVCLive does."""
+    signal = _step_signal()
+    if signal is not None:
         signal.parent.mkdir(parents=True, exist_ok=True)
         write_text(signal, json.dumps({"pid": os.getpid(), "step": epoch}, sort_keys=True))
 
 
 def clear_epoch_signal() -> None:
     """Remove this run's signal at the end, as DVCLive does."""
-    root = os.environ.get("DVC_ROOT")
-    if root:
-        (Path(root) / STEP_SIGNAL).unlink(missing_ok=True)
+    signal = _step_signal()
+    if signal is not None:
+        signal.unlink(missing_ok=True)
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
