@@ -24,6 +24,7 @@ from pipeline.model.model_file import load_model, read_model_file
 from pipeline.model.networks import Normalized, build_model
 from stages import evaluate, export, predict
 from tests.helpers import REPO, invoke
+from tests.hostile_images import jpeg_of_scans, png_of_chunks
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the exported model once
 
@@ -341,3 +342,27 @@ def test_the_fast_3x3_median_equals_scipys(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(sum(shape))
     for values in (rng.random(shape, dtype=np.float32), (rng.random(shape) > 0.8).astype(np.float32)):
         assert np.array_equal(_median3(values), ndimage.median_filter(values, size=3, mode="nearest"))
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("scans.jpg", jpeg_of_scans(3000), "JPEG of more than 64 scans is refused"),
+    ("chunks.png", png_of_chunks(100_000), "PNG of more than 4,096 chunks is refused"),
+])
+def test_predict_refuses_images_whose_structure_costs_more_than_a_digit_needs(tmp_path: Path, name: str,
+                                                                              data: bytes, message: str) -> None:
+    from pipeline.inference import digit_image
+
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(PipelineError, match=message):
+        digit_image.prepare_image(tmp_path / name)
+
+
+def test_the_structure_check_passes_what_encoders_write(exported: Path, prepared: Path, tmp_path: Path) -> None:
+    from pipeline.inference import digit_image
+
+    pixels = load_split(prepared / "test.pt").images[0].numpy()
+    digit = Image.fromarray(255 - np.kron(pixels, np.ones((8, 8), np.uint8)))
+    kinds = {"progressive.jpg": {"progressive": True}, "baseline.jpg": {}, "optimized.png": {"optimize": True}}
+    for name, options in kinds.items():
+        digit.convert("RGB").save(tmp_path / name, **options)
+        digit_image.prepare_image(tmp_path / name)  # no refusal

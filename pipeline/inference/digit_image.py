@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
 import os
 import stat
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from pipeline.common.errors import PipelineError
+from pipeline.inference.image_budget import check_structure
 
 MAX_PIXELS = 40_000_000
 MAX_ASPECT = 20  # no photo, scan or canvas of a digit is more elongated than this
@@ -62,7 +64,9 @@ def scaled_by_range(values: np.ndarray) -> np.ndarray:
 def decode_image(source: bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """An image's bytes as float32 in [0, 1]: H x W for gray, H x W x 3 for colour; transparency is laid
     over white. Only FORMATS are decoded, and only after their header says the size is within `max_pixels`
-    and MAX_ASPECT (Pillow's own bomb check stays on). Errors name the image as `name`."""
+    and MAX_ASPECT (Pillow's own bomb check stays on), and after `check_structure` found nothing costlier than
+    a digit needs. Errors name the image as `name`."""
+    _check_structure(source, name)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS) as image:
             width, height = image.size
@@ -91,6 +95,14 @@ def decode_image(source: bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXE
         raise PipelineError(f"{name}: image is too large (at most {max_pixels:,} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise PipelineError(f"{name}: unreadable or truncated image ({str(exc)[:120]})") from None
+
+
+def _check_structure(source: bytes | BinaryIO, name: str) -> None:
+    if isinstance(source, bytes):
+        return check_structure(source, name)
+    if os.fstat(source.fileno()).st_size > 0:  # a file is checked in place, mapped, not read into memory
+        with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            check_structure(mapped, name)
 
 
 def load_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
