@@ -55,3 +55,26 @@ def request(method: str, path: str, body: bytes = b"", content_type: str | None 
     if content_type:
         head += f"Content-Type: {content_type}\r\n"
     return (head + extra + "\r\n").encode() + body
+
+
+def answers_until_closed(sock: socket.socket, deadline: float) -> list[Answer]:
+    """Every answer the server writes on `sock` until it closes the connection (before `deadline`)."""
+    data = b""
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    answers = []
+    while data:
+        head, rest = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", 0))
+        answers.append(Answer(int(lines[0].split()[1]), headers, rest[:length]))
+        data = rest[length:]
+    return answers

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
-import os
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import numpy as np
@@ -29,69 +29,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.common.errors import PipelineError
 from pipeline.export.onnx_session import run_logits
-from pipeline.inference.digit_image import decode_image, scaled_by_range, to_mnist
-from pipeline.inference.http_protocol import CLIENT_SECONDS, TIMEOUT_VARIABLE
+from pipeline.inference.pixels_json import RequestError
 from pipeline.inference.prediction import softmax
+from pipeline.inference.preparers import Preparers
+from pipeline.inference.settings import Limits
 
 log = logging.getLogger("serve")
 PAGE = Path(__file__).with_name("draw_page.html")
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may cost, and how many may run at once."""
-
-    max_body: int = 10 * 1024 * 1024  # bytes, counted while the body is read
-    max_pixels: int = 4_000_000  # a request's image, checked before it is decoded
-    body_seconds: float = CLIENT_SECONDS  # to send the whole body
-    # requests admitted at once: reading their bodies, preparing and predicting. The rest wait before their
-    # bodies are read (the client's upload stalls in TCP), so bodies in memory never exceed this many
-    concurrent: int = 8
-    queue_seconds: float = 10.0  # how long a request waits for its turn before a 503
-    threads: int = 2  # threads that prepare images and run the model
-
-
-class RequestError(Exception):
-    """A bad request: its HTTP status and a one-line reason for the client."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number")
-
-
-def pixels_from_json(body: bytes, max_pixels: int) -> np.ndarray:
-    """`{"pixels": [[...], ...]}` -> a float gray image in [0, 1]."""
-    usage = 'JSON body must be {"pixels": [[...], ...]}: rows of numbers of one 2-D image'
-    try:
-        payload = json.loads(body, parse_constant=_reject_constant)
-    except RecursionError:
-        raise RequestError(400, "JSON nested too deeply: " + usage) from None
-    except ValueError as exc:  # malformed JSON, NaN or Infinity, bytes that are not UTF-8
-        raise RequestError(400, f"malformed JSON ({str(exc)[:80]}): {usage}") from None
-    rows = payload.get("pixels") if isinstance(payload, dict) else None
-    if not isinstance(rows, list) or not rows or not all(isinstance(row, list) and row for row in rows):
-        raise RequestError(400, usage)
-    if len(rows) * max(len(row) for row in rows) > max_pixels:
-        raise RequestError(413, f"'pixels' holds more than {max_pixels:,} values")
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for row in rows for v in row):
-        raise RequestError(400, f"'pixels' must hold numbers only: {usage}")
-    try:
-        pixels = np.asarray(rows, dtype=np.float64)
-    except (ValueError, OverflowError):  # ragged rows; an integer too large for a float
-        raise RequestError(400, "'pixels' must be rows of equal length of numbers a float can hold") from None
-    if not np.isfinite(pixels).all():
-        raise RequestError(400, "'pixels' must be finite numbers")
-    return scaled_by_range(pixels)
-
-
-def predict_digit(session: Any, classes: list[str], image: np.ndarray) -> dict[str, Any]:
-    """The label and every class's probability for one image."""
-    probs = softmax(run_logits(session, to_mnist(image, "the image")[None, None]))[0]
+def predict_digit(session: Any, classes: list[str], digit: np.ndarray) -> dict[str, Any]:
+    """The label and every class's probability for one prepared 28x28 digit."""
+    probs = softmax(run_logits(session, digit[None, None]))[0]
     return {"label": classes[int(probs.argmax())],
             "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)}}
 
@@ -108,13 +58,11 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 class BodyLimit:
-    """ASGI middleware: the body may be at most `max_body` bytes and must arrive within `seconds`.
+    """ASGI middleware: the body may be at most `max_body` bytes, counted while it is read, so a huge upload
+    costs no memory. (Its deadline is the HTTP protocol's: `http11`.)"""
 
-    Both are enforced while reading, so a huge or a stalled upload costs neither memory nor a worker.
-    """
-
-    def __init__(self, app: ASGIApp, max_body: int, seconds: float) -> None:
-        self.app, self.max_body, self.seconds = app, max_body, seconds
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,16 +71,12 @@ class BodyLimit:
         if length is not None and int(length) > self.max_body:  # h11 has checked that it is digits
             return await error(413, f"body of {int(length):,} bytes is too large (at most {self.max_body:,})")(
                 scope, receive, send)
-        received, deadline = 0, asyncio.get_running_loop().time() + self.seconds
+        received = 0
         started = False
 
         async def limited_receive() -> Message:
             nonlocal received
-            remaining = deadline - asyncio.get_running_loop().time()
-            try:
-                message = await asyncio.wait_for(receive(), max(remaining, 0.001))
-            except TimeoutError:
-                raise RequestError(408, f"the body did not arrive within {self.seconds:g} s") from None
+            message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_body:
                 raise RequestError(413, f"body over {self.max_body:,} bytes is too large")
@@ -151,18 +95,56 @@ class BodyLimit:
             await error(exc.status, str(exc))(scope, receive, send)
 
 
-def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> FastAPI:
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+class SameOrigin:
+    """ASGI middleware: a request whose Origin is another site's is refused (403), and so, on a server bound to
+    loopback, is a Host that is not a loopback name (a web page could reach it by DNS rebinding otherwise)."""
+
+    def __init__(self, app: ASGIApp, loopback_only: bool) -> None:
+        self.app, self.loopback_only = app, loopback_only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1")
+        name = urlsplit(f"//{host}").hostname or ""
+        if self.loopback_only and name not in LOOPBACK_NAMES:
+            return await error(403, f"this server answers only to the Host names {', '.join(LOOPBACK_NAMES)} "
+                                    "(serve --host binds it to another address)")(scope, receive, send)
+        origin = headers.get(b"origin")
+        if origin is not None and origin != b"null" and urlsplit(origin.decode("latin-1")).netloc != host:
+            return await error(403, f"requests from the page {origin.decode('latin-1')[:100]} are refused: "
+                                    "only this server's own page may call it")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def make_app(session: Any, classes: list[str], limits: Limits | None = None) -> FastAPI:
     """The app: GET / (the drawing page), POST /predict, and the OpenAPI description at /openapi.json.
 
     No /docs or /redoc: FastAPI's pages load their scripts from CDNs, so offline they are blank. No redirect
     of /predict/ to /predict either: Starlette builds its Location from the client's Host header.
     """
+    limits = limits or Limits()
     page = PAGE.read_text()
+    preparers = Preparers(limits.preparers, limits.prepare_seconds, limits.max_pixels, limits.max_json)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await preparers.start()
+        try:
+            yield
+        finally:
+            preparers.close()
+
     app = FastAPI(title="MNIST digit classifier", description=__doc__, version="1", docs_url=None, redoc_url=None,
-                  redirect_slashes=False)
-    app.add_middleware(BodyLimit, max_body=limits.max_body, seconds=limits.body_seconds)
+                  redirect_slashes=False, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_body=limits.max_body)
+    app.add_middleware(SameOrigin, loopback_only=limits.loopback_only)
     turns = asyncio.Semaphore(limits.concurrent)
-    workers = anyio.CapacityLimiter(limits.threads)
+    model_threads = anyio.CapacityLimiter(limits.preparers)
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, exc: RequestError) -> JSONResponse:
@@ -179,9 +161,10 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        # the client's choice, not a fault: one line, and an answer nobody will read
-        log.info("%s %s: the client hung up before its body arrived", request.method, request.url.path)
-        return error(400, "the client hung up before its body arrived")
+        # the client's choice (or its deadline, answered by the protocol): one line, and an answer nobody reads
+        log.info("%s %s: the body did not arrive (the client hung up, or its time ran out)", request.method,
+                 request.url.path)
+        return error(400, "the body did not arrive")
 
     @app.exception_handler(Exception)
     async def fault(request: Request, exc: Exception) -> JSONResponse:
@@ -193,7 +176,7 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
         return page
 
     @app.post("/predict", summary="Label one digit image",
-              responses={400: {}, 408: {}, 413: {}, 415: {}, 422: {}, 503: {}})
+              responses={400: {}, 403: {}, 408: {}, 413: {}, 415: {}, 422: {}, 503: {}})
     async def predict(request: Request) -> dict[str, Any]:
         """Send the image as the body (image/*), as a form upload, or JSON `{"pixels": [[...], ...]}`."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -212,9 +195,8 @@ def make_app(session: Any, classes: list[str], limits: Limits = Limits()) -> Fas
             raise RequestError(503, f"busy: {limits.concurrent} requests ahead for {limits.queue_seconds:g} s; "
                                     f"try again in {RETRY_SECONDS} s") from None
         try:
-            image_source = await read()
-            return await anyio.to_thread.run_sync(_prepare_and_predict, session, classes, image_source, limits,
-                                                  limiter=workers)
+            digit = await preparers.prepare(*await read())
+            return await anyio.to_thread.run_sync(predict_digit, session, classes, digit, limiter=model_threads)
         finally:
             turns.release()
 
@@ -244,23 +226,9 @@ async def _read_upload(request: Request, limits: Limits) -> tuple[str, bytes]:
     raise RequestError(400, "multipart/form-data upload has no file part")
 
 
-def _prepare_and_predict(session: Any, classes: list[str], source: tuple[str, bytes],
-                         limits: Limits) -> dict[str, Any]:
-    kind, body = source
-    image = pixels_from_json(body, limits.max_pixels) if kind == "json" else \
-        decode_image(body, "the image", limits.max_pixels)
-    return predict_digit(session, classes, image)
-
-
-
-MODEL_VARIABLE = "MNIST_SERVE_MODEL"
-
-
-def app_from_environment() -> FastAPI:
-    """The app for the model named by MNIST_SERVE_MODEL (and the client timeout in MNIST_SERVE_TIMEOUT): what
-    each uvicorn worker process builds, since workers are started afresh."""
+def app_for_model(model: Path, limits: Limits) -> FastAPI:
+    """The app for the exported model at `model`: what each server process builds at start-up."""
     from pipeline.export.onnx_session import class_names, open_session
 
-    session = open_session(Path(os.environ[MODEL_VARIABLE]), threads=1)
-    seconds = float(os.environ.get(TIMEOUT_VARIABLE, CLIENT_SECONDS))
-    return make_app(session, class_names(session), Limits(body_seconds=seconds))
+    session = open_session(model, threads=1)
+    return make_app(session, class_names(session), limits)

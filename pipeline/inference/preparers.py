@@ -1,0 +1,139 @@
+"""Requests' bodies turned into the model's 28x28 input in worker processes, each with a hard time limit.
+
+Decoding and preparing an image is the costly, input-driven part of a request. In a process of its own it
+never holds the server's event loop (JSON parsing and Pillow's Python loops take the GIL), and a request
+that overruns its time is stopped for real: its process is ended and a fresh one takes its place, so
+neither the server nor the other clients wait behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import anyio
+import numpy as np
+
+from pipeline.common.errors import PipelineError
+from pipeline.inference.digit_image import decode_image, to_mnist
+from pipeline.inference.pixels_json import RequestError, pixels_from_json
+
+READY = "ready"
+
+
+def _prepare_forever(connection: Connection, max_pixels: int, max_json: int) -> None:
+    """A worker's life: (kind, body) in, an answer out (see `_answer`), until the server goes."""
+    connection.send(READY)
+    while True:
+        try:
+            kind, body = connection.recv()
+        except (EOFError, OSError):
+            return
+        connection.send(_answer(kind, body, max_pixels, max_json))
+        del body
+
+
+def _answer(kind: str, body: bytes, max_pixels: int, max_json: int) -> tuple[Any, ...]:
+    """("ok", 28x28 float32), ("refused", status, message) for a bad body, or ("fault", traceback)."""
+    try:
+        image = pixels_from_json(body, max_pixels, max_json) if kind == "json" else \
+            decode_image(body, "the image", max_pixels)
+        return "ok", to_mnist(image, "the image")
+    except RequestError as exc:
+        return "refused", exc.status, str(exc)
+    except PipelineError as exc:
+        return "refused", 422, str(exc)
+    except MemoryError:
+        return "refused", 413, "the image needs more memory than the server gives one request"
+    except Exception:  # a fault of ours: the server logs it and answers 500
+        return "fault", traceback.format_exc()
+
+
+class _Worker:
+    """One preparing process and its end of the pipe."""
+
+    def __init__(self, max_pixels: int, max_json: int) -> None:
+        context = multiprocessing.get_context("spawn")  # forking a process that runs threads is unsafe
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_prepare_forever, args=(child, max_pixels, max_json), daemon=True,
+                                       name="mnist-prepare")
+        self.process.start()
+        child.close()
+
+    def wait_ready(self, seconds: float) -> None:
+        if not self.connection.poll(seconds) or self.connection.recv() != READY:
+            self.stop()
+            raise RuntimeError(f"a preparing process did not start within {seconds:g} s")
+
+    def run(self, kind: str, body: bytes, seconds: float) -> tuple[Any, ...]:
+        """The worker's answer; ("overran",) or ("died",) when it was stopped or ended by itself."""
+        try:
+            self.connection.send((kind, body))
+            if self.connection.poll(seconds):
+                return self.connection.recv()
+            outcome: tuple[Any, ...] = ("overran",)
+        except (EOFError, OSError):
+            outcome = ("died",)
+        self.stop()
+        return outcome
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+
+class Preparers:
+    """`count` preparing processes; `prepare` waits for a free one and gives it at most `seconds`."""
+
+    def __init__(self, count: int, seconds: float, max_pixels: int, max_json: int) -> None:
+        self.count, self.seconds, self.max_pixels, self.max_json = count, seconds, max_pixels, max_json
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._threads = anyio.CapacityLimiter(count)
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._workers: set[_Worker] = set()
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._add() for _ in range(self.count)))
+
+    async def _add(self) -> None:
+        worker = await anyio.to_thread.run_sync(self._started_worker)
+        self._workers.add(worker)
+        self._idle.put_nowait(worker)
+
+    def _started_worker(self) -> _Worker:
+        worker = _Worker(self.max_pixels, self.max_json)
+        worker.wait_ready(60)
+        return worker
+
+    async def prepare(self, kind: str, body: bytes) -> np.ndarray:
+        """The body ("image" or "json") as the model's 28x28 input, or a RequestError."""
+        worker = await self._idle.get()
+        answer = await anyio.to_thread.run_sync(worker.run, kind, body, self.seconds, limiter=self._threads)
+        if answer[0] in ("overran", "died"):  # a fresh process takes its place while this request is answered
+            self._workers.discard(worker)
+            task = asyncio.create_task(self._add())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
+            if answer[0] == "died":
+                raise RequestError(422, "the image could not be prepared: its decoder failed")
+            raise RequestError(422, f"the image took more than {self.seconds:g} s to prepare and was "
+                                        "stopped: send a smaller or simpler image of the digit")
+        self._idle.put_nowait(worker)
+        if answer[0] == "fault":
+            raise RuntimeError(f"preparing the image failed in its process:\n{answer[1]}")
+        if answer[0] == "refused":
+            raise RequestError(answer[1], answer[2])
+        return answer[1]
+
+    def pids(self) -> set[int]:
+        """The preparing processes now running."""
+        return {worker.process.pid for worker in self._workers if worker.process.pid is not None}
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers.clear()
