@@ -322,15 +322,21 @@ def test_predict_refuses_elongated_images_and_unlisted_formats_before_decoding(t
         digit_image.prepare_image(tmp_path / name)
 
 
-def test_a_large_digit_is_reduced_before_its_strokes_are_reshaped(exported: Path, prepared: Path) -> None:
+def test_a_large_digit_is_reduced_before_its_strokes_are_reshaped(exported: Path, prepared: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.inference import digit_image
 
+    reshaped: list[tuple[int, ...]] = []
+    normalize = digit_image.normalize_stroke
+    monkeypatch.setattr(digit_image, "normalize_stroke", lambda crop, scale: reshaped.append(crop.shape)
+                        or normalize(crop, scale))
     digit = load_split(prepared / "test.pt").images[0].numpy()
-    small = digit_image.to_mnist(np.kron(digit, np.ones((20, 20), np.float32)) / 255)  # 560 px: as it is
+    small = digit_image.to_mnist(np.kron(digit, np.ones((4, 4), np.float32)) / 255)  # 112 px: as it is
     large = digit_image.to_mnist(np.kron(digit, np.ones((100, 100), np.float32)) / 255)  # 2800 px: reduced
     session = open_session(exported / "model.onnx")
     labels = run_logits(session, np.stack([small, large])[:, None]).argmax(1)
     assert labels.tolist() == [7, 7]
+    assert max(reshaped[0]) > digit_image.WORK_SIDE / 2 and max(reshaped[1]) <= digit_image.WORK_SIDE
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (37, 91), (280, 280), (5, 1000)])

@@ -33,7 +33,9 @@ MAX_PIXELS = 40_000_000
 MAX_ASPECT = 20  # no photo, scan or canvas of a digit is more elongated than this
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # what people send; others are never decoded
 WORK_PIXELS = 4_000_000  # a larger image is averaged down to this before it is prepared (serve's own limit)
-WORK_SIDE = 1024  # a larger digit is reduced (keeping every stroke) before its strokes are reshaped
+WORK_SIDE = 128  # a larger digit is reduced (keeping every stroke) before its strokes are reshaped: 6x the box
+COARSE_SIDE = 256  # a larger image is first looked at on a copy this size (block means)
+COARSE_EXTENT = 64  # and if the digit spans this much there, that copy is all the work needs
 BOX, CANVAS = 20, 28
 STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (see README, "Predict")
 BACKGROUND_SIDE = 128  # the background is estimated on a copy this size
@@ -198,7 +200,10 @@ def _median3(values: np.ndarray) -> np.ndarray:
 
 def ink_map(image: np.ndarray) -> np.ndarray:
     """How much ink each pixel holds, in [0, 1] relative to the strongest stroke; background is 0."""
-    smooth = _median3(image if image.ndim == 2 else image.mean(axis=2))
+    gray = image if image.ndim == 2 else image.mean(axis=2)
+    # on a copy at most LEVEL_SIDE a side (block means): which side the ink is on needs no more detail
+    smooth = _median3(_mean_reduced(gray, math.ceil(max(gray.shape) / LEVEL_SIDE)))
+    del gray
     middle = float(np.median(smooth))
     dark_ink = middle - float(smooth.min()) >= float(smooth.max()) - middle
     del smooth  # full-size arrays are let go as soon as they are used: a 4 MP image stays under +150 MB
@@ -215,7 +220,7 @@ def ink_map(image: np.ndarray) -> np.ndarray:
             contrast /= np.maximum(1 - background, 0.05)
         np.maximum(ink, contrast, out=ink)
         del background, contrast
-    peak = ink_level(_median3(ink))
+    peak = ink_level(ink)
     if peak <= 0:
         return np.zeros_like(ink)
     return np.clip((ink / peak - NOISE_FLOOR) / (1 - NOISE_FLOOR), 0, 1)
@@ -224,10 +229,11 @@ def ink_map(image: np.ndarray) -> np.ndarray:
 def ink_level(ink: np.ndarray) -> float:
     """The strongest ink of the heaviest mark: the digit's own level, so that a dark blot or speck beside a
     faint pencil digit neither sets it (the digit would fall under the thresholds) nor becomes the digit."""
-    top = float(ink.max())
+    # block maxima, so that no mark fades, at most LEVEL_SIDE a side; then single-pixel noise goes
+    small = _median3(reduced(ink, math.ceil(max(ink.shape) / LEVEL_SIDE)))
+    top = float(small.max())
     if top <= 0:
         return 0.0
-    small = reduced(ink, math.ceil(max(ink.shape) / LEVEL_SIDE))  # block maxima: cheap, and no mark fades
     marks, mass = weighed_marks(small, NOISE_FLOOR * top)
     return float(ndimage.maximum(small, marks, index=int(mass.argmax()) + 1))
 
@@ -282,6 +288,16 @@ def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(signed + grow + 0.5, 0, 1).astype(np.float32)
 
 
+def _mean_reduced(values: np.ndarray, factor: int) -> np.ndarray:
+    """`values` (gray, or colour channels last) made `factor` times smaller by the mean of each block (partial
+    blocks at the edges); 1: as it is."""
+    if factor <= 1:
+        return values
+    if values.ndim == 3:
+        return np.stack([_mean_reduced(values[..., c], factor) for c in range(values.shape[2])], axis=2)
+    return np.asarray(Image.fromarray(values.astype(np.float32, copy=False), "F").reduce(factor))
+
+
 def reduced(ink: np.ndarray, factor: int) -> np.ndarray:
     """`ink` made `factor` times smaller by the maximum of each block, so that no stroke fades (1: as it is).
 
@@ -297,11 +313,26 @@ def reduced(ink: np.ndarray, factor: int) -> np.ndarray:
     return np.maximum.reduce([columns[offset::factor] for offset in range(factor)])
 
 
+def digit_ink(image: np.ndarray, name: str) -> np.ndarray:
+    """The digit's ink, cropped, at most WORK_SIDE a side: found on a copy of the image at most COARSE_SIDE a
+    side when the digit spans at least COARSE_EXTENT there (a drawing that fills its canvas: a quarter of the
+    work or less), on the whole image otherwise (a small digit on a large page keeps its detail)."""
+    factor = math.ceil(max(image.shape[:2]) / COARSE_SIDE)
+    if factor > 1:
+        ink = ink_map(_mean_reduced(image, factor))
+        rows, cols = digit_region(ink, name)
+        if max(rows.stop - rows.start, cols.stop - cols.start) < COARSE_EXTENT:
+            ink = ink_map(image)
+            rows, cols = digit_region(ink, name)
+    else:
+        ink = ink_map(image)
+        rows, cols = digit_region(ink, name)
+    return reduced(ink[rows, cols], math.ceil(max(rows.stop - rows.start, cols.stop - cols.start) / WORK_SIDE))
+
+
 def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Any image of one digit -> float32 28 x 28 in [0, 1], light ink on dark, prepared as MNIST's digits were."""
-    ink = ink_map(image)
-    rows, cols = digit_region(ink, name)
-    crop = reduced(ink[rows, cols], math.ceil(max(rows.stop - rows.start, cols.stop - cols.start) / WORK_SIDE))
+    crop = digit_ink(image, name)
     crop = normalize_stroke(crop, BOX / max(crop.shape))
     kept_rows, kept_cols = np.nonzero(crop > MARK)
     if kept_rows.size == 0:

@@ -9,9 +9,12 @@ neither the server nor the other clients wait behind it.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import os
+import subprocess
+import sys
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,17 +25,23 @@ from pipeline.inference.digit_image import decode_image, to_mnist
 from pipeline.inference.pixels_json import RequestError, pixels_from_json
 
 READY = "ready"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _prepare_forever(connection: Connection, max_pixels: int, max_json: int) -> None:
-    """A worker's life: (kind, body) in, an answer out (see `_answer`), until the server goes."""
-    connection.send(READY)
+def main() -> None:
+    """A preparing process (`python -m pipeline.inference.preparers MAX_PIXELS MAX_JSON`): requests come on
+    standard input and answers go out on standard output, each one a pickled message."""
+    max_pixels, max_json = (int(arg) for arg in sys.argv[1:3])
+    answers = Connection(os.dup(1), readable=False)
+    os.dup2(2, 1)  # anything a library prints goes to the log, not into the answers
+    requests = Connection(os.dup(0), writable=False)
+    answers.send(READY)
     while True:
         try:
-            kind, body = connection.recv()
-        except (EOFError, OSError):
+            kind, body = requests.recv_bytes().decode(), requests.recv_bytes()
+        except (EOFError, OSError):  # the server is gone
             return
-        connection.send(_answer(kind, body, max_pixels, max_json))
+        answers.send(_answer(kind, body, max_pixels, max_json))
         del body
 
 
@@ -53,25 +62,28 @@ def _answer(kind: str, body: bytes, max_pixels: int, max_json: int) -> tuple[Any
 
 
 class _Worker:
-    """One preparing process and its end of the pipe."""
+    """One preparing process and the two ends of its pipes. A process of its own (not multiprocessing's
+    spawn, which would import the server's whole main module again in it): numpy, Pillow and scipy only."""
 
     def __init__(self, max_pixels: int, max_json: int) -> None:
-        context = multiprocessing.get_context("spawn")  # forking a process that runs threads is unsafe
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_prepare_forever, args=(child, max_pixels, max_json), daemon=True,
-                                       name="mnist-prepare")
-        self.process.start()
-        child.close()
+        self.process = subprocess.Popen([sys.executable, "-m", "pipeline.inference.preparers", str(max_pixels),
+                                         str(max_json)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.requests = Connection(os.dup(self.process.stdin.fileno()), readable=False)
+        self.connection = Connection(os.dup(self.process.stdout.fileno()), writable=False)
+        self.process.stdin.close()
+        self.process.stdout.close()
 
     def wait_ready(self, seconds: float) -> None:
         if not self.connection.poll(seconds) or self.connection.recv() != READY:
             self.stop()
             raise RuntimeError(f"a preparing process did not start within {seconds:g} s")
 
-    def run(self, kind: str, body: bytes, seconds: float) -> tuple[Any, ...]:
+    def run(self, kind: str, body: bytes | bytearray, seconds: float) -> tuple[Any, ...]:
         """The worker's answer; ("overran",) or ("died",) when it was stopped or ended by itself."""
         try:
-            self.connection.send((kind, body))
+            self.requests.send_bytes(kind.encode())
+            self.requests.send_bytes(body)  # as it is: no pickled copy of an upload
             if self.connection.poll(seconds):
                 return self.connection.recv()
             outcome: tuple[Any, ...] = ("overran",)
@@ -82,7 +94,8 @@ class _Worker:
 
     def stop(self) -> None:
         self.process.kill()
-        self.process.join()
+        self.process.wait()
+        self.requests.close()
         self.connection.close()
 
 
@@ -109,7 +122,7 @@ class Preparers:
         worker.wait_ready(60)
         return worker
 
-    async def prepare(self, kind: str, body: bytes) -> np.ndarray:
+    async def prepare(self, kind: str, body: bytes | bytearray) -> np.ndarray:
         """The body ("image" or "json") as the model's 28x28 input, or a RequestError."""
         worker = await self._idle.get()
         answer = await anyio.to_thread.run_sync(worker.run, kind, body, self.seconds, limiter=self._threads)
@@ -131,9 +144,13 @@ class Preparers:
 
     def pids(self) -> set[int]:
         """The preparing processes now running."""
-        return {worker.process.pid for worker in self._workers if worker.process.pid is not None}
+        return {worker.process.pid for worker in self._workers}
 
     def close(self) -> None:
         for worker in self._workers:
             worker.stop()
         self._workers.clear()
+
+
+if __name__ == "__main__":
+    main()

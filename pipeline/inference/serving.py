@@ -203,14 +203,16 @@ def make_app(session: Any, classes: list[str], limits: Limits | None = None) -> 
     return app
 
 
-async def _read_body(request: Request, kind: str) -> tuple[str, bytes]:
-    body = await request.body()
+async def _read_body(request: Request, kind: str) -> tuple[str, bytearray]:
+    body = bytearray()  # grown in place: Starlette's request.body() joins its chunks, two copies at the peak
+    async for chunk in request.stream():
+        body += chunk
     if not body:
         raise RequestError(400, "empty body: send an image or JSON pixels")
     return ("json" if kind == "application/json" else "image"), body
 
 
-async def _read_upload(request: Request, limits: Limits) -> tuple[str, bytes]:
+async def _read_upload(request: Request, limits: Limits) -> tuple[str, bytes | bytearray]:
     try:
         form = await request.form(max_files=1, max_fields=16, max_part_size=limits.max_body)
     except MultiPartException as exc:
