@@ -5,8 +5,9 @@ each on its own keep-alive connection, for a fixed time. Every level runs agains
 the machine's load falls on all of them. Reports requests/s, p50/p99 latency and failures (anything but a
 200 with a label: resets, refusals, timeouts). The load generator shares the machine's cores.
 
-The previous server is checked out from git (`--baseline`, default: the last commit before FastAPI) into
-a temporary folder and run from there on the same model. Needs `dvc repro` (the model and test split).
+The previous server is checked out from git (`--baseline`, default: the server before its preparation moved
+to worker processes and its HTTP to h11 of our own) into a temporary folder and run from there on the same
+model. Both run with their defaults. Needs `dvc repro` (the model and test split).
 Writes bench/results/local/serve_load.json (`--update`: the committed bench/results/ copy).
 """
 
@@ -62,11 +63,14 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]
 
 
 async def client(port: int, payload: bytes, until: float, tally: Tally) -> None:
-    """One user: post, wait for the answer, post again, until `until`; reconnect whenever the server closes."""
+    """One user: post, wait for the answer, post again, until `until` (at least once); reconnect whenever the
+    server closes."""
     request = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
     connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    while time.monotonic() < until:
+    first = True
+    while first or time.monotonic() < until:
+        first = False
         started = time.monotonic()
         try:
             if connection is None:
@@ -125,7 +129,7 @@ def checkout(revision: str, folder: Path) -> Path:
 
 
 @click.command(help=__doc__)
-@click.option("--baseline", default="df2294b", show_default=True, help="Revision of the previous server.")
+@click.option("--baseline", default="32daa55", show_default=True, help="Revision of the previous server.")
 @click.option("--levels", default="1,16,64", show_default=True, help="Concurrent clients, comma-separated.")
 @click.option("--seconds", default="10,10,30", show_default=True, help="Seconds per level, comma-separated.")
 @click.option("--model", default=ROOT / "models" / "model.onnx", type=click.Path(path_type=Path), show_default=True)
@@ -134,11 +138,12 @@ def checkout(revision: str, folder: Path) -> Path:
 def main(baseline: str, levels: str, seconds: str, model: Path, data: Path, update: bool) -> None:
     payload = canvas_png(data)
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {f"previous ({baseline}), 1 worker": (checkout(baseline, Path(tmp)), ()),
-                   "FastAPI + uvicorn, 1 worker": (ROOT, ()),
-                   "FastAPI + uvicorn, 2 workers": (ROOT, ("--workers", "2"))}
+        servers = {f"previous ({baseline})": (checkout(baseline, Path(tmp)), ()), "this one": (ROOT, ())}
         running = {name: start_server(code, model.resolve(), *extra) for name, (code, extra) in servers.items()}
-        time.sleep(2)  # the workers' start-up
+        for _, port in running.values():  # each answers one request first: its start-up is not measured
+            warm = asyncio.run(load(port, payload, 1, 0))
+            if warm.failures:
+                raise click.ClickException(f"the server on port {port} failed its first request: {warm.failures}")
         results: dict[str, dict[str, object]] = {name: {} for name in servers}
         try:
             for clients, length in zip(map(int, levels.split(",")), map(float, seconds.split(",")), strict=True):

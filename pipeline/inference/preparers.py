@@ -25,6 +25,7 @@ from pipeline.inference.digit_image import decode_image, to_mnist
 from pipeline.inference.pixels_json import RequestError, pixels_from_json
 
 READY = "ready"
+PIPE_BYTES = 16 * 1024  # what a pipe takes at once on Linux and macOS: a smaller upload is written without waiting
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -79,18 +80,32 @@ class _Worker:
             self.stop()
             raise RuntimeError(f"a preparing process did not start within {seconds:g} s")
 
-    def run(self, kind: str, body: bytes | bytearray, seconds: float) -> tuple[Any, ...]:
-        """The worker's answer; ("overran",) or ("died",) when it was stopped or ended by itself."""
+    async def answer(self, kind: str, body: bytes | bytearray, seconds: float) -> tuple[Any, ...]:
+        """The worker's answer; ("overran",) or ("died",) when it was stopped or ended by itself. Waits on
+        the event loop, not in a thread; only an upload too large for the pipe is written by one."""
+        loop = asyncio.get_running_loop()
         try:
-            self.requests.send_bytes(kind.encode())
-            self.requests.send_bytes(body)  # as it is: no pickled copy of an upload
-            if self.connection.poll(seconds):
+            if len(body) <= PIPE_BYTES:
+                self._send(kind, body)
+            else:
+                await anyio.to_thread.run_sync(self._send, kind, body)
+            readable = loop.create_future()
+            loop.add_reader(self.connection.fileno(), lambda: readable.done() or readable.set_result(None))
+            try:
+                await asyncio.wait_for(readable, seconds)
                 return self.connection.recv()
-            outcome: tuple[Any, ...] = ("overran",)
+            except TimeoutError:
+                outcome: tuple[Any, ...] = ("overran",)
+            finally:
+                loop.remove_reader(self.connection.fileno())
         except (EOFError, OSError):
             outcome = ("died",)
         self.stop()
         return outcome
+
+    def _send(self, kind: str, body: bytes | bytearray) -> None:
+        self.requests.send_bytes(kind.encode())
+        self.requests.send_bytes(body)  # as it is: no pickled copy of an upload
 
     def stop(self) -> None:
         self.process.kill()
@@ -105,7 +120,6 @@ class Preparers:
     def __init__(self, count: int, seconds: float, max_pixels: int, max_json: int) -> None:
         self.count, self.seconds, self.max_pixels, self.max_json = count, seconds, max_pixels, max_json
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
-        self._threads = anyio.CapacityLimiter(count)
         self._replacing: set[asyncio.Task[None]] = set()
         self._workers: set[_Worker] = set()
 
@@ -125,7 +139,7 @@ class Preparers:
     async def prepare(self, kind: str, body: bytes | bytearray) -> np.ndarray:
         """The body ("image" or "json") as the model's 28x28 input, or a RequestError."""
         worker = await self._idle.get()
-        answer = await anyio.to_thread.run_sync(worker.run, kind, body, self.seconds, limiter=self._threads)
+        answer = await worker.answer(kind, body, self.seconds)
         if answer[0] in ("overran", "died"):  # a fresh process takes its place while this request is answered
             self._workers.discard(worker)
             task = asyncio.create_task(self._add())
