@@ -24,7 +24,7 @@ from pipeline.model.model_file import load_model, read_model_file
 from pipeline.model.networks import Normalized, build_model
 from stages import evaluate, export, predict
 from tests.helpers import REPO, invoke
-from tests.hostile_images import jpeg_of_scans, png_of_chunks
+from tests.hostile_images import bmp_of_runs, jpeg_of_scans, png_of_chunks
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the exported model once
 
@@ -353,6 +353,7 @@ def test_the_fast_3x3_median_equals_scipys(shape: tuple[int, int]) -> None:
 @pytest.mark.parametrize(("name", "data", "message"), [
     ("scans.jpg", jpeg_of_scans(3000), "JPEG of more than 64 scans is refused"),
     ("chunks.png", png_of_chunks(100_000), "PNG of more than 4,096 chunks is refused"),
+    ("runs.bmp", bmp_of_runs(2000), "run-length BMP of more than 1,048,576 bytes is refused"),
 ])
 def test_predict_refuses_images_whose_structure_costs_more_than_a_digit_needs(tmp_path: Path, name: str,
                                                                               data: bytes, message: str) -> None:

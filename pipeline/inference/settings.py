@@ -35,6 +35,6 @@ class Limits:
     concurrent: int = 8
     queue_seconds: float = 10.0  # how long a request waits for its turn before a 503
     preparers: int = field(default_factory=one_per_core)  # processes that decode and prepare images
-    prepare_seconds: float = 2.0  # a request's preparation is stopped past this, and answered 422
+    prepare_seconds: float = 1.0  # a request's preparation is stopped past this, and answered 422
     max_connections: int = 1024  # open at once, idle keep-alive ones included; past it, a JSON 503
     loopback_only: bool = True  # accept only loopback Host names (no DNS rebinding of a local server)
