@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import struct
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from click.testing import CliRunner, Result
 
-from pipeline.data.idx import read_idx_images, read_idx_labels, write_idx
+from pipeline.data.idx import UINT8, read_idx_images, read_idx_labels
 from pipeline.data.prepared import Split
 from pipeline.data.raw import FILES, write_manifest
 from pipeline.data.sources import CUSTOM_CREDIT, DATASETS, DIGITS
@@ -90,3 +93,12 @@ def wait_until(condition: Callable[[], bool], process: subprocess.Popen, seconds
         assert process.poll() is None, f"the process ended before {what}"
         assert time.monotonic() < deadline, f"no {what} within {seconds} s"
         time.sleep(0.02)
+
+
+def write_idx(path: Path, array: np.ndarray | torch.Tensor) -> None:
+    """Write a uint8 array as IDX (gzipped when the name ends in .gz): the format the pipeline reads."""
+    array = np.asarray(array, dtype=np.uint8)
+    data = struct.pack(">HBB", 0, UINT8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    if path.suffix == ".gz":
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,20 @@ def test_the_generated_tables_are_current() -> None:
     page = PAGE.read_text()
     assert "<!-- params table -->\n| key |" in page and "<!-- reruns table -->\n| you change |" in page
     assert render(page) == page, "stale: run `python -m tools.doc_tables`"
+
+
+FOLDERS = "pipeline|stages|tests|bench|tools|docs|metrics|models|data"
+PROJECT_PATH = re.compile(rf"(?<![\w/.-])((?:{FOLDERS})/[\w./*-]*[\w/*])")  # a path in the project, globs too
+TEXT_FILES = (".py", ".md", ".yaml", ".toml", ".html", ".txt")
+
+
+def test_every_project_path_a_comment_or_doc_names_exists() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    named = {(name, ref.rstrip(".")) for name in tracked if name.endswith(TEXT_FILES) or name == "Makefile"
+             for ref in PROJECT_PATH.findall((REPO / name).read_text(errors="replace"))}
+    absent = sorted((name, ref) for name, ref in named if "NAME" not in ref and not any(REPO.glob(ref)))
+    # what the pipeline, the benches and the tests write (git-ignored) is named before it exists
+    ignored = set(subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=REPO, input="\n".join(
+        ref for _, ref in absent), capture_output=True, text=True).stdout.split())
+    missing = [f"{name}: {ref}" for name, ref in absent if ref not in ignored]
+    assert missing == [], missing

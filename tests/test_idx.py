@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.common.errors import PipelineError
-from pipeline.data.idx import read_idx_images, read_idx_labels, write_idx
-from tests.helpers import idx_header
+from pipeline.data.idx import read_idx_images, read_idx_labels
+from tests.helpers import idx_header, write_idx
 
 
 @pytest.mark.parametrize("name", ["images-idx3-ubyte", "images-idx3-ubyte.gz"])

@@ -10,10 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.common.errors import PipelineError
-from pipeline.data.idx import write_idx
 from pipeline.data.preparation import stratified_split
 from pipeline.data.prepared import load_split
 from stages import preprocess
+from tests.helpers import write_idx
 
 
 def test_split_sizes_and_disjointness() -> None:

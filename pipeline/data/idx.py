@@ -1,4 +1,4 @@
-"""Read and write IDX files (the MNIST format), plain or gzipped, with strict header checks."""
+"""Read IDX files (the MNIST format), plain or gzipped, with strict header checks."""
 
 from __future__ import annotations
 
@@ -126,12 +126,3 @@ def read_idx_labels(path: Path, num_classes: int = 10) -> torch.Tensor:
     if array.max() >= num_classes:
         raise PipelineError(f"{path}: label {int(array.max())} out of range 0-{num_classes - 1}")
     return torch.from_numpy(array.astype(np.int64))
-
-
-def write_idx(path: Path, array: np.ndarray | torch.Tensor) -> None:
-    """Write a uint8 array as IDX (gzipped when the name ends in .gz)."""
-    array = np.asarray(array, dtype=np.uint8)
-    data = struct.pack(">HBB", 0, UINT8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    if path.suffix == ".gz":
-        data = gzip.compress(data, mtime=0)
-    path.write_bytes(data)

@@ -12,7 +12,6 @@ import torch
 from pipeline.common.atomic import save_torch
 from pipeline.common.errors import PipelineError
 
-SPLITS = ("train", "val", "test")
 IMAGE_SHAPE = (28, 28)
 
 

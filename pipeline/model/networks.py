@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,7 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Modul
 
 
 def build_cnn(width: int = CNN_WIDTH) -> nn.Sequential:
-    """A small CNN sized for accuracy per second on a 2-core CPU (see README, "Why this CNN").
+    """A small CNN sized for accuracy per second on a 2-core CPU (docs/results.md, "Why this CNN").
 
     The first two convolutions stride 2, so no layer runs at 28x28 with more than one input channel,
     and the third adds depth where it is cheapest, at 7x7. At the default width w=16:
@@ -48,16 +50,16 @@ def build_mlp(*hidden: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(width, NUM_CLASSES))
 
 
-MODELS = {
+MODELS: dict[str, Callable[[int], nn.Sequential]] = {  # name -> builder of the model at a width
     "cnn": build_cnn,
-    "mlp": lambda: build_mlp(128),
-    "mlp2": lambda: build_mlp(128, 64),
+    "mlp": lambda width: build_mlp(128),  # the tutorials' baselines have one size
+    "mlp2": lambda width: build_mlp(128, 64),
 }
 
 
 def build_model(name: str, width: int = CNN_WIDTH) -> nn.Sequential:
     """A freshly initialised model by name (one of MODELS); `width` sets the CNN's channels."""
-    return build_cnn(width) if name == "cnn" else MODELS[name]()
+    return MODELS[name](width)
 
 
 def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
