@@ -53,6 +53,12 @@ def test_wrong_type_named(key: str, value: object) -> None:
         validate({**DEFAULTS, key: value}, SCHEMA)
 
 
+@pytest.mark.parametrize("value", [False, True, 4.0, 0.0])
+def test_a_choice_of_numbers_refuses_bools_and_floats_that_equal_one(value: object) -> None:
+    with pytest.raises(PipelineError, match=f"'tta_shifts' must be 0, 4 or 8, got {value!r}"):
+        validate({**DEFAULTS, "tta_shifts": value}, SCHEMA)
+
+
 @pytest.mark.parametrize(("key", "value"), sorted(OUT_OF_RANGE.items()))
 def test_out_of_range_named(key: str, value: object) -> None:
     with pytest.raises(PipelineError, match=f"'{key}' must be {SCHEMA[key].allowed}, got {value!r}"):

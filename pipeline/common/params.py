@@ -39,11 +39,11 @@ class Param:
 Schema = Mapping[str, Param]
 
 
-def choice(*options: str) -> Callable[[Any], str]:
-    """A value that must be one of `options`."""
+def choice(*options: Any) -> Callable[[Any], Any]:
+    """A value that must be one of `options`, of its type too (YAML's false is not 0, nor 4.0 the 4)."""
 
-    def coerce(value: Any) -> str:
-        if value not in options:
+    def coerce(value: Any) -> Any:
+        if not any(type(value) is type(option) and value == option for option in options):
             raise ValueError
         return value
 
