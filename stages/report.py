@@ -21,7 +21,8 @@ def dvc_markdown(*args: str) -> str:
     dvc = Path(sys.executable).with_name("dvc")
     done = subprocess.run([str(dvc) if dvc.exists() else "dvc", *args, "--md"], capture_output=True, text=True)
     if done.returncode != 0:
-        raise click.ClickException(f"dvc {' '.join(args)}: {done.stderr.strip().splitlines()[-1]}")
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        raise click.ClickException(f"dvc {' '.join(args)}: {said[-1] if said else f'exited with {done.returncode}'}")
     return done.stdout.strip() or "_no differences_"
 
 

@@ -68,3 +68,5 @@ def test_random_affine_turns_each_image_its_own_way_and_keeps_the_background() -
     assert len({tuple(i.flatten().round(decimals=2).tolist()) for i in turned}) == len(images)
     unchanged = random_affine(images, background, max_degrees=0, max_scale=0)
     assert torch.allclose(unchanged, images, atol=1e-5)
+
+
