@@ -204,16 +204,23 @@ def bad_model_files(folder: Path, trained_model: Path) -> dict[str, tuple[Path, 
     torch.save({"format": "x", "payload": Exploit(folder / "pwned")}, malicious)
     plain_pickle = folder / "plain.pkl"
     plain_pickle.write_bytes(pickle.dumps(Exploit(folder / "pwned")))
+    shifted = {}
+    for shifts in (3, False):
+        shifted[shifts] = folder / f"shifts-{shifts}.pt"
+        torch.save({**data, "model": "cnn", "params": {**data["params"], "tta_shifts": shifts}}, shifted[shifts])
     return {
         "truncated": (truncated, "unreadable or truncated model file"),
         "other architecture": (other, "weights do not fit model 'mlp'"),
         "malicious": (malicious, "refused by weights-only loading"),
         "plain pickle": (plain_pickle, "refused by weights-only loading"),
         "missing": (folder / "absent.pt", "absent.pt: not found"),
+        "tta_shifts 3": (shifted[3], "unknown tta_shifts 3, expected one of 0, 4, 8"),
+        "tta_shifts false": (shifted[False], "unknown tta_shifts False, expected one of 0, 4, 8"),
     }
 
 
-@pytest.mark.parametrize("case", ["truncated", "other architecture", "malicious", "plain pickle", "missing"])
+@pytest.mark.parametrize("case", ["truncated", "other architecture", "malicious", "plain pickle", "missing",
+                                  "tta_shifts 3", "tta_shifts false"])
 def test_evaluate_refuses_bad_model_files(case: str, trained_model: Path, prepared: Path, tmp_path: Path) -> None:
     path, message = bad_model_files(tmp_path, trained_model)[case]
     result = invoke(evaluate.main, "--model", path, "--data", prepared, "--metrics", tmp_path / "eval.json",

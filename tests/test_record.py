@@ -4,14 +4,16 @@ ends with a verdict against the committed record."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.verdict.compare import RESTORE, Record, verdict
+from stages import verdict as verdict_stage
 from tests.dvc_repo import BIN, ENV, dvc, git, run
-from tests.helpers import REPO
+from tests.helpers import REPO, invoke
 
 MODEL_FILES = ("models/model.pt", "models/model.onnx", "models/model.pt2", "models/model_card.md")
 
@@ -87,3 +89,22 @@ def test_an_experiment_is_not_judged_as_a_reproduction() -> None:
     assert verdict(record(0.9954), experiment, (0.0008, "5 seeds"), []) == [
         "an experiment, not a reproduction: params differ from the committed record (lr 0.01 -> 0.008); "
         "compare with `dvc metrics diff` or `make compare`"]
+
+
+def test_the_same_platform_with_another_result_is_named_as_other_code() -> None:
+    lines = verdict(record(0.9954), record(0.9950), (0.0008, "5 seeds"), ["metrics/eval.json"])
+    assert lines[0] == "this run trained on the committed record's platform, with other code than the committed record:"
+    assert lines[1] == lines[2].replace("this run: ", "committed:")  # the same platform on both lines
+    assert lines[4].startswith("  within the tolerance of 0.0008")
+
+
+def test_with_no_committed_record_the_verdict_says_so_and_nothing_else(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)  # a repository with no commit yet
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "params.yaml").write_text("lr: 0.01\n")
+    (tmp_path / "metrics" / "train.json").write_text('{"platform": {}}')
+    (tmp_path / "metrics" / "eval.json").write_text('{"accuracy": 0.99, "errors": 100}')
+    monkeypatch.chdir(tmp_path)
+    result = invoke(verdict_stage.main, "--tolerance-from", REPO / "bench/results/preset-default.json")
+    assert (result.exit_code, result.output) == (0, "[verdict] no committed record at HEAD to compare with\n")

@@ -202,6 +202,13 @@ def test_absent_cuda_is_a_clear_error() -> None:
         resolve_device("cuda")
 
 
+def test_absent_mps_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # as on every machine but a Mac
+    with pytest.raises(PipelineError, match="'device' is mps but MPS is not available"):
+        resolve_device("mps")
+    assert resolve_device("auto") != torch.device("mps")  # auto never picks it
+
+
 def write_params(folder: Path, **overrides: object) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update({"epochs": 1, "batch_size": 128, **overrides})

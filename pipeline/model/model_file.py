@@ -77,7 +77,7 @@ def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
     data = read_model_file(path)
     params = data["params"] if isinstance(data.get("params"), dict) else {}
     shifts = params.get("tta_shifts", 0)
-    if shifts not in TTA_OFFSETS:
+    if type(shifts) is not int or shifts not in TTA_OFFSETS:  # False would pass as 0
         allowed = ", ".join(map(str, TTA_OFFSETS))
         raise PipelineError(f"{path}: unknown tta_shifts {shifts!r}, expected one of {allowed}")
     model = build_model(data["model"], params.get("width", CNN_WIDTH))
