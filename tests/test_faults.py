@@ -81,8 +81,15 @@ def whole_record(path: Path) -> None:
 
 
 def whole_evaluation_folder(path: Path) -> None:
-    for name in ("per_class.csv", "confusion.csv", "confusion.png", "misclassified.png"):
-        assert (path / name).stat().st_size > 0
+    import pandas as pd
+    from PIL import Image
+
+    per_class, pairs = pd.read_csv(path / "per_class.csv"), pd.read_csv(path / "confusion.csv")
+    assert len(per_class) == 10 and list(pairs.columns) == ["actual", "predicted"]
+    assert len(pairs) == per_class["support"].sum() > 0  # a pair for every test image
+    for name in ("confusion.png", "misclassified.png"):
+        with Image.open(path / name) as image:
+            image.load()  # decodes the whole image: a truncated PNG raises
 
 
 def whole_json(path: Path) -> None:

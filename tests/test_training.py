@@ -69,6 +69,11 @@ def test_optimizers_and_schedulers_learn(prepared: Path, tmp_path: Path, optimiz
     result = fit_prepared(prepared, tmp_path / "ck.pt", model="mlp", optimizer=optimizer, scheduler=scheduler, lr=lr,
                           nesterov=optimizer == "sgd", epochs=2, augment=False)
     assert result.state.history[-1]["val_acc"] > 0.85
+    rates = [record["lr"] for record in result.state.history]  # the rate at the end of each epoch
+    if scheduler == "none":
+        assert rates == [lr, lr]
+    else:  # cosine decays from the peak; one-cycle is past its peak after the first of two epochs
+        assert lr > rates[0] > rates[1] >= 0, rates
 
 
 def test_cpu_training_is_bit_identical(prepared: Path, tmp_path: Path) -> None:
@@ -173,9 +178,13 @@ def test_a_diverging_run_stops_with_one_line(tmp_path: Path) -> None:
                 {"run": "diverging"}))
 
 
-def test_the_largest_seeds_run(prepared: Path, tmp_path: Path) -> None:
-    result = fit_prepared(prepared, tmp_path / "ck.pt", model="mlp", epochs=1, augment=True, seed=MAX_SEED)
-    assert result.state.history[-1]["val_acc"] > 0.5
+def test_the_largest_seed_runs_reproducibly_and_is_used(prepared: Path, tmp_path: Path) -> None:
+    runs = [fit_prepared(prepared, tmp_path / f"ck{i}.pt", model="mlp", epochs=1, augment=True, seed=seed)
+            for i, seed in enumerate((MAX_SEED, MAX_SEED, 0))]
+    weights = [torch.cat([p.flatten() for p in run.model.state_dict().values()]) for run in runs]
+    assert torch.equal(weights[0], weights[1])  # the same seed, the same bits
+    assert not torch.equal(weights[0], weights[2])  # and not what another seed gives
+    assert runs[0].state.history[-1]["val_acc"] > 0.5
 
 
 def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> None:
