@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.common.cli import reports_errors, run
 from pipeline.common.errors import PipelineError
 from pipeline.export.onnx_session import class_names, open_session
 from pipeline.inference.prediction import DEFAULT_MODEL, predict_files
@@ -27,17 +28,14 @@ failed.""")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, type=click.Path(path_type=Path),
               help="The exported model (default: this project's, wherever predict is run from).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
+@reports_errors
 def main(files: tuple[Path, ...], model: Path, as_json: bool) -> None:
-    try:
-        session = open_session(model)
-    except PipelineError as exc:
-        raise click.ClickException(str(exc)) from None
+    session = open_session(model)
     try:
         failed = print_predictions(session, list(files), as_json)
     except OSError as exc:  # standard output is full, closed or gone: one line, no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
-        click.echo(f"Error: cannot write the results to standard output ({exc.strerror})", err=True)
-        sys.exit(1)
+        raise PipelineError(f"cannot write the results to standard output ({exc.strerror})") from None
     sys.exit(1 if failed else 0)
 
 
@@ -66,4 +64,4 @@ def print_predictions(session: object, files: list[Path], as_json: bool) -> bool
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from pipeline.common.cli import reports_errors, run
+
 FIGURES = {"learning curves": "metrics/train/curves.png", "confusion matrix (test)": "metrics/eval/confusion.png"}
 
 
@@ -46,6 +48,7 @@ curves and confusion matrices side by side (PNG files copied beside the report).
 `dvc repro` on the branch under review; commit OUT or paste report.md into the pull request.""")
 @click.argument("base", default="main")
 @click.option("--out", default="report", show_default=True, type=click.Path(path_type=Path))
+@reports_errors
 def main(base: str, out: Path) -> None:
     known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], capture_output=True)
     if known.returncode:
@@ -72,4 +75,4 @@ def main(base: str, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,4 +1,8 @@
-"""What every stage command shares: logging set-up, failures as one line and exit 1, and a quick exit."""
+"""What every command shares (the stages, predict, serve, report): logging set-up, failures as one line and
+exit 1 (`reports_errors`, the one way a command reports an error), and a quick exit (`run`).
+
+Only a Ctrl-C that comes before a command has started, while torch imports, is caught elsewhere: by the
+hook `stages/__init__.py` arms when a command runs as `python -m stages.<name>`."""
 
 from __future__ import annotations
 
