@@ -61,7 +61,7 @@ def test_auto_never_picks_mps(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_onecycle_with_too_few_steps_stops_in_one_line(tmp_path: Path) -> None:
     cfg = quick_config(model="mlp", scheduler="onecycle", batch_size=65536, epochs=4)  # 1 step an epoch: 4 steps
-    with pytest.raises(PipelineError, match=r"^params\.yaml: 'scheduler' onecycle needs at least 5 optimizer steps, "
+    with pytest.raises(PipelineError, match=r"^'scheduler' onecycle needs at least 5 optimizer steps, "
                                             r"but 'epochs' 4 at 'batch_size' 65536 make 4; "):
         fit(cfg, TrainingData(small_split(256), small_split(64), 0.5, 0.3), ProcessInfo(),
                 Checkpoint(tmp_path / "ck.pt", {"run": "1"}))

@@ -26,7 +26,7 @@ from pipeline.train.distributed import ProcessInfo
 from pipeline.train.loop import Checkpoint, TrainingData, epoch_order, fingerprint, fit, resolve_device
 from pipeline.train.platform_info import describe_platform
 from stages import train
-from tests.helpers import REPO, quick_config, small_split
+from tests.helpers import REPO, invoke, quick_config, small_split
 
 CPU = describe_platform(torch.device("cpu"))
 H200 = {"torch": CPU["torch"], "device": "cuda", "device_name": "NVIDIA H200", "cuda": "13.0"}
@@ -209,6 +209,16 @@ def test_absent_cuda_is_a_clear_error() -> None:
         pytest.skip("CUDA present")
     with pytest.raises(PipelineError, match="'device' is cuda but no CUDA device"):
         resolve_device("cuda")
+
+
+def test_a_value_that_cannot_work_is_named_with_the_params_file_read(prepared: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    params = write_params(tmp_path, device="mps").rename(tmp_path / "mine.yaml")  # not params.yaml
+    result = invoke(train.main, "--params", params, "--data", prepared, "--model-out", tmp_path / "model.pt",
+                    "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "metrics")
+    assert result.exit_code == 1
+    assert f"Error: {params}: 'device' is mps but MPS is not available" in result.output
 
 
 def test_absent_mps_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

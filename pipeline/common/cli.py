@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from pipeline.common.errors import PipelineError
+from pipeline.common.errors import ParamError, PipelineError
 
 
 def setup_logging(stage: str) -> None:
@@ -56,6 +56,8 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"[{stage}] interrupted; outputs are written whole or not at all, so nothing is half-written",
                        err=True)
             sys.exit(130)
+        except ParamError as exc:  # named with the params file this command read (`--params`)
+            raise click.ClickException(f"{kwargs.get('params_file', 'params.yaml')}: {exc}") from None
         except PipelineError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

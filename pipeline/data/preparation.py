@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from pipeline.common.errors import PipelineError
+from pipeline.common.errors import ParamError
 from pipeline.common.params import MAX_SEED, Param, integer
 from pipeline.data.idx import read_idx_images, read_idx_labels
 from pipeline.data.prepared import Split, check_split
@@ -24,7 +24,7 @@ PREPROCESS_PARAMS = {
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted (train, val) indices; each class gets its share of `val_size` (largest remainder)."""
     if not 0 < val_size < len(labels):
-        raise PipelineError(f"params.yaml: 'val_size' must be between 1 and {len(labels) - 1}, got {val_size}")
+        raise ParamError(f"'val_size' must be between 1 and {len(labels) - 1}, got {val_size}")
     generator = torch.Generator().manual_seed(seed)
     classes, counts = torch.unique(labels, return_counts=True)
     quotas = counts.double() * val_size / len(labels)

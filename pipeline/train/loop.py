@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.common.atomic import save_torch
-from pipeline.common.errors import PipelineError
+from pipeline.common.errors import ParamError, PipelineError
 from pipeline.data.prepared import Split
 from pipeline.model.networks import build_model, uses_channels_last
 from pipeline.train.augmentation import random_affine, random_shift
@@ -58,10 +58,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise PipelineError("params.yaml: 'device' is cuda but no CUDA device is available (use auto or cpu)")
+            raise ParamError("'device' is cuda but no CUDA device is available (use auto or cpu)")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "mps" and not torch.backends.mps.is_available():
-        raise PipelineError("params.yaml: 'device' is mps but MPS is not available (use auto or cpu)")
+        raise ParamError("'device' is mps but MPS is not available (use auto or cpu)")
     return torch.device(name)
 
 
@@ -91,7 +91,7 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
     """A per-batch schedule over the whole run: one-cycle, cosine, or none."""
     if cfg.scheduler == "onecycle":
         if total_steps < ONECYCLE_MIN_STEPS:
-            raise PipelineError(f"params.yaml: 'scheduler' onecycle needs at least {ONECYCLE_MIN_STEPS} optimizer "
+            raise ParamError(f"'scheduler' onecycle needs at least {ONECYCLE_MIN_STEPS} optimizer "
                                 f"steps, but 'epochs' {cfg.epochs} at 'batch_size' {cfg.batch_size} make "
                                 f"{total_steps}; raise epochs, lower batch_size or use another scheduler")
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.common.errors import PipelineError
+from pipeline.common.errors import ParamError
 from pipeline.model.networks import INPUT_SHAPE
 from pipeline.train.config import TrainConfig
 
@@ -67,7 +67,7 @@ def check_fits(model: nn.Module, batch_size: int, cfg: TrainConfig, device: torc
     free = free_bytes(device)
     needed = training_bytes(model, batch_size)
     if free is not None and needed > USABLE * free:
-        raise PipelineError(
-            f"params.yaml: 'model' {cfg.model} at 'width' {cfg.width} and 'batch_size' {cfg.batch_size} needs about "
+        raise ParamError(
+            f"'model' {cfg.model} at 'width' {cfg.width} and 'batch_size' {cfg.batch_size} needs about "
             f"{needed / 2**30:.1f} GiB to train, but {device.type} has {free / 2**30:.1f} GiB free; "
             f"lower batch_size or width")
