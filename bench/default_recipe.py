@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from bench.report_file import machine, write_report
-from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
 from pipeline.train.config import TrainConfig, load_train_config
@@ -33,12 +33,12 @@ PREVIOUS = dict(model="cnn", width=16, optimizer="adamw", lr=0.006, momentum=0.9
 
 def train_and_test(cfg: TrainConfig, data: Path) -> dict[str, float]:
     """Train `cfg` and measure the model as it is exported (normalization and any test-time shifts inside)."""
-    stats = load_stats(data)
-    train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
+    prepared = PreparedData.load(data)
+    test = prepared.split("test")
     with tempfile.TemporaryDirectory() as tmp:
-        result = fit(cfg, TrainingData(train, val, stats["mean"], stats["std"]), ProcessInfo(),
+        result = fit(cfg, TrainingData.of(prepared), ProcessInfo(),
                 Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
-    model = for_inference(result.model, cfg.model, stats["mean"], stats["std"], cfg.tta_shifts)
+    model = for_inference(result.model, cfg.model, prepared.normalization, cfg.tta_shifts)
     correct = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).sum().item()
     return {"train_seconds": round(result.train_seconds, 2), "test_accuracy": correct / len(test.labels)}
 

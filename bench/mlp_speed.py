@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from bench.report_file import machine, write_report
-from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
 from pipeline.model.networks import build_model
@@ -87,14 +87,14 @@ def run_tutorial(raw: Path, epochs: int, target: float, max_epochs: int) -> dict
 
 def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> dict[str, object]:
     """This trainer: seconds per epoch over `epochs`, and the shortest run (own schedule) reaching `target`."""
-    stats = load_stats(prepared)
-    train, val, test = (load_split(prepared / f"{s}.pt") for s in ("train", "val", "test"))
+    data = PreparedData.load(prepared)
+    training, test = TrainingData.of(data), data.split("test")
 
     def run(n: int) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(replace(TRAINER, epochs=n), TrainingData(train, val, stats["mean"], stats["std"]),
+            result = fit(replace(TRAINER, epochs=n), training,
                     ProcessInfo(), Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
-        model = for_inference(result.model, TRAINER.model, stats["mean"], stats["std"])
+        model = for_inference(result.model, TRAINER.model, data.normalization)
         accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
         click.echo(f"trainer   {n} epoch(s): {result.train_seconds:.2f}s, test accuracy {accuracy:.4f}")
         return result.train_seconds, accuracy
@@ -106,7 +106,7 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
         if accuracy >= target:
             reached = {"epochs": n, "seconds": total, "accuracy": accuracy}
             break
-    return {"images_per_epoch": len(train), "seconds_per_epoch": seconds / epochs, "to_target": reached}
+    return {"images_per_epoch": len(training.train), "seconds_per_epoch": seconds / epochs, "to_target": reached}
 
 
 @click.command(help=__doc__)

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import torch
 
-from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
 from pipeline.train.config import load_train_config
@@ -43,11 +43,11 @@ def main(device: str, epochs: int | None, batch_size: int | None, data: Path, ou
     cfg = replace(cfg, device=device, epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
     torch_device = resolve_device(cfg.device, info.local_rank)
     init_process_group(info, torch_device)
-    stats = load_stats(data)
-    train, val, test = (load_split(data / f"{s}.pt") for s in ("train", "val", "test"))
+    prepared = PreparedData.load(data)
+    test = prepared.split("test")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(cfg, TrainingData(train, val, stats["mean"], stats["std"]), info,
+            result = fit(cfg, TrainingData.of(prepared), info,
                     Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}),
                     lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
                          if info.is_main else None)
@@ -55,7 +55,7 @@ def main(device: str, epochs: int | None, batch_size: int | None, data: Path, ou
         destroy_process_group(info)
     if not info.is_main:
         return
-    model = for_inference(result.model, cfg.model, stats["mean"], stats["std"], cfg.tta_shifts)
+    model = for_inference(result.model, cfg.model, prepared.normalization, cfg.tta_shifts)
     accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
     seconds = [r["seconds"] for r in result.state.history]
     report = {"device": device_name(torch_device), "processes": info.world_size, "torch": torch.__version__,

@@ -42,7 +42,7 @@ def main(model_path: Path, data: Path, metrics: Path, plots_dir: Path) -> None:
     setup_logging("evaluate")
     model, meta = load_model(model_path)
     test = load_split(data / "test.pt")
-    classes = meta["classes"]
+    classes = meta.classes
     pixels = to_pixels(test.images)
     started = time.perf_counter()
     logits = predict_logits(model, pixels)

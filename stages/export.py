@@ -12,7 +12,7 @@ import click
 from pipeline.common.atomic import atomic_path, write_json, write_text
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.errors import PipelineError
-from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.prepared import PreparedData, load_split
 from pipeline.evaluate.metrics import to_pixels
 from pipeline.export.formats import MAX_LOGIT_DIFF, export_onnx, export_program, onnx_metadata, verify
 from pipeline.export.model_card import model_card
@@ -50,13 +50,13 @@ def main(model_path: Path, data: Path, eval_metrics: Path, onnx_out: Path, progr
     setup_logging("export")
     model, meta = load_model(model_path)
     pixels = to_pixels(load_split(data / "test.pt").images)
-    stats, evaluation = load_stats(data), read_evaluation(eval_metrics)
+    prepared, evaluation = PreparedData.load(data), read_evaluation(eval_metrics)
     with atomic_path(onnx_out) as onnx_tmp, atomic_path(program_out) as program_tmp:
         export_onnx(export_program(model, program_tmp), onnx_tmp, onnx_metadata(meta))
         report, onnx_rate = verify(model, onnx_tmp, program_tmp, pixels)
         sizes = {"onnx_bytes": onnx_tmp.stat().st_size, "pt2_bytes": program_tmp.stat().st_size}
     write_json(metrics, {**report, **sizes})
-    write_text(card_out, model_card(meta, stats, evaluation, report, sizes))
+    write_text(card_out, model_card(meta, prepared.stats, evaluation, report, sizes))
     log.info("ONNX and torch.export agree with PyTorch on %d images (max logit diff %.1e); onnxruntime %d images/s; "
              "%s, %s", report["images"],
              max(report["onnx"]["max_abs_logit_diff"], report["torch_export"]["max_abs_logit_diff"]), onnx_rate,

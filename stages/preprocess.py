@@ -11,7 +11,7 @@ from pipeline.common.atomic import atomic_dir, write_json
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.params import describe, load_params
 from pipeline.data.preparation import PREPROCESS_PARAMS, prepare
-from pipeline.data.prepared import save_split
+from pipeline.data.prepared import PreparedData, save_split
 
 log = logging.getLogger("preprocess")
 
@@ -36,8 +36,9 @@ def main(params_file: Path, raw: Path, out: Path) -> None:
         for name, split in splits.items():
             save_split(tmp / f"{name}.pt", split)
         write_json(tmp / "stats.json", stats)
-    log.info("train %d / val %d / test %d, mean %.4f std %.4f -> %s",
-             *stats["sizes"].values(), stats["mean"], stats["std"], out)
+    prepared = PreparedData.load(out)  # read back as the stages after this one will read it
+    log.info("train %d / val %d / test %d, mean %.4f std %.4f -> %s", *prepared.stats["sizes"].values(),
+             prepared.normalization.mean, prepared.normalization.std, out)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import click
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.code_deps import code_digest
 from pipeline.common.params import describe
-from pipeline.data.prepared import load_split, load_stats
-from pipeline.model.model_file import save_model
+from pipeline.data.prepared import PreparedData
+from pipeline.model.model_file import ModelFile
 from pipeline.model.networks import build_model, count_parameters
 from pipeline.train.config import TRAIN_PARAMS, load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
@@ -56,12 +56,12 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     info = process_info()
     setup_logging("train" if info.world_size == 1 else f"train rank {info.rank}")
     cfg = load_train_config(params_file)
-    stats = load_stats(data)
-    train, val = load_split(data / "train.pt"), load_split(data / "val.pt")
+    prepared = PreparedData.load(data)
+    splits = TrainingData.of(prepared)
     device = resolve_device(cfg.device, info.local_rank)
     init_process_group(info, device)
-    log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(train), len(val),
-             info.world_size)
+    log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(splits.train),
+             len(splits.val), info.world_size)
     platform = describe_platform(device)
     run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)),
                          platform)
@@ -77,7 +77,6 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
             log.info(epoch_line(record, cfg.epochs))
 
     try:
-        splits = TrainingData(train, val, stats["mean"], stats["std"])
         result = fit(cfg, splits, info, Checkpoint(checkpoint, run_id), on_epoch, show_progress=sys.stderr.isatty())
     except KeyboardInterrupt:
         log.info("interrupted: completed epochs are in %s; run again to resume", checkpoint)
@@ -90,7 +89,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     best = result.state.history[result.state.best_epoch - 1]  # METRICS and the TSVs hold it since its epoch
     plot_learning_curves(result.state.history, record_dir / "curves.png")
     clear_epoch_signal()
-    save_model(model_out, cfg.model, result.model, stats["mean"], stats["std"], stats["classes"], asdict(cfg))
+    ModelFile.of(cfg.model, result.model, prepared.normalization, prepared.classes, asdict(cfg)).save(model_out)
     checkpoint.unlink(missing_ok=True)
     log.info("best epoch %d: val acc %.4f; %.1fs training (%d images/s) -> %s", result.state.best_epoch,
              best["val_acc"], result.train_seconds, result.samples_seen / result.train_seconds, model_out)

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.data.preparation import prepare
 from pipeline.data.prepared import save_split
-from pipeline.model.model_file import save_model
+from pipeline.model.model_file import ModelFile
 from tests.dvc_repo import build_template
 from tests.helpers import REPO, invoke, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
 
@@ -86,17 +86,16 @@ def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prep
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
     """models/model.pt of a CNN trained for 3 epochs on the `prepared` fixture (about 97% accurate)."""
-    from pipeline.data.prepared import load_split, load_stats
+    from pipeline.data.prepared import PreparedData
     from pipeline.train.distributed import ProcessInfo
     from pipeline.train.loop import Checkpoint, TrainingData, fit
 
     folder = tmp_path_factory.mktemp("model")
-    stats = load_stats(prepared)
+    data = PreparedData.load(prepared)
     cfg = quick_config(epochs=3, augment=False)
-    result = fit(cfg, TrainingData(load_split(prepared / "train.pt"), load_split(prepared / "val.pt"), stats["mean"],
-            stats["std"]), ProcessInfo(), Checkpoint(folder / "checkpoint.pt", {"run": "fixture"}))
-    save_model(folder / "model.pt", cfg.model, result.model, stats["mean"], stats["std"], stats["classes"],
-               {"epochs": cfg.epochs})
+    result = fit(cfg, TrainingData.of(data), ProcessInfo(), Checkpoint(folder / "checkpoint.pt", {"run": "fixture"}))
+    ModelFile.of(cfg.model, result.model, data.normalization, data.classes, {"epochs": cfg.epochs}).save(
+        folder / "model.pt")
     return folder / "model.pt"
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.prepared import PreparedData, load_split
 from pipeline.data.raw import FILES
 from pipeline.data.sources import DATASETS
 from pipeline.model.model_file import load_model
@@ -66,7 +66,7 @@ def whole_raw(path: Path) -> None:
 def whole_prepared(path: Path) -> None:
     for split in ("train", "val", "test"):
         load_split(path / f"{split}.pt")
-    load_stats(path)
+    PreparedData.load(path)
 
 
 def whole_record(path: Path) -> None:

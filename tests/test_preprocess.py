@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from pipeline.common.errors import PipelineError
 from pipeline.data.preparation import stratified_split
-from pipeline.data.prepared import load_split
+from pipeline.data.prepared import PreparedData, load_split
 from stages import preprocess
 from tests.helpers import write_idx
 
@@ -56,8 +56,9 @@ def test_stage_writes_splits_and_stats(tmp_path: Path, tiny_raw: Path) -> None:
     stats = json.loads((out / "stats.json").read_text())
     assert stats["sizes"] == {"train": 900, "val": 100, "test": 300}
     assert sum(stats["class_counts"]["val"]) == 100
-    assert 0.1 < stats["mean"] < 0.15 and 0.28 < stats["std"] < 0.33
-    assert stats["dataset"] == "custom" and stats["classes"] == [str(d) for d in range(10)]
+    prepared = PreparedData.load(out)
+    assert 0.1 < prepared.normalization.mean < 0.15 and 0.28 < prepared.normalization.std < 0.33
+    assert stats["dataset"] == "custom" and prepared.classes == [str(d) for d in range(10)]
     train = load_split(out / "train.pt")
     assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
     assert tuple(train.images.shape) == (900, 28, 28)

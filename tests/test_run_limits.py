@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from pipeline.common.errors import PipelineError
+from pipeline.data.prepared import Normalization
 from pipeline.model.networks import build_model
 from pipeline.train import memory
 from pipeline.train.distributed import ProcessInfo
@@ -46,7 +47,7 @@ def test_the_guard_sees_a_float64_tensor() -> None:
 def test_the_real_training_loop_makes_no_float64_tensor_on_the_training_device(tmp_path: Path, extra: dict) -> None:
     cfg = quick_config(epochs=2, batch_size=64, **extra)
     with Float64Guard("cpu") as guard:
-        result = fit(cfg, TrainingData(small_split(256), small_split(64), 0.5, 0.3), ProcessInfo(),
+        result = fit(cfg, TrainingData(small_split(256), small_split(64), Normalization(0.5, 0.3)), ProcessInfo(),
                 Checkpoint(tmp_path / "ck.pt", {"run": "g"}))
     assert len(result.state.history) == 2
     assert guard.found == set()
@@ -63,10 +64,10 @@ def test_onecycle_with_too_few_steps_stops_in_one_line(tmp_path: Path) -> None:
     cfg = quick_config(model="mlp", scheduler="onecycle", batch_size=65536, epochs=4)  # 1 step an epoch: 4 steps
     with pytest.raises(PipelineError, match=r"^'scheduler' onecycle needs at least 5 optimizer steps, "
                                             r"but 'epochs' 4 at 'batch_size' 65536 make 4; "):
-        fit(cfg, TrainingData(small_split(256), small_split(64), 0.5, 0.3), ProcessInfo(),
+        fit(cfg, TrainingData(small_split(256), small_split(64), Normalization(0.5, 0.3)), ProcessInfo(),
                 Checkpoint(tmp_path / "ck.pt", {"run": "1"}))
     five = fit(quick_config(model="mlp", batch_size=65536, epochs=5), TrainingData(small_split(256), small_split(64),
-            0.5, 0.3), ProcessInfo(), Checkpoint(tmp_path / "ck5.pt", {"run": "5"}))
+               Normalization(0.5, 0.3)), ProcessInfo(), Checkpoint(tmp_path / "ck5.pt", {"run": "5"}))
     assert len(five.state.history) == 5
 
 
@@ -81,7 +82,7 @@ def test_the_memory_estimate_follows_the_real_activation_shapes() -> None:
 def test_a_run_too_big_for_the_machine_stops_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "free_bytes", lambda device: 24 * 2**30)
     cfg = quick_config(width=256, batch_size=65536)
-    with pytest.raises(PipelineError, match=r"^params\.yaml: 'model' cnn at 'width' 256 and 'batch_size' 65536 needs "
+    with pytest.raises(PipelineError, match=r"^'model' cnn at 'width' 256 and 'batch_size' 65536 needs "
                                             r"about \d+\.\d GiB to train, but cpu has 24\.0 GiB free; lower"):
         check_fits(build_model("cnn", 256), 65536, cfg, torch.device("cpu"))
     check_fits(build_model("cnn", 16), 512, quick_config(), torch.device("cpu"))  # the default fits

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from pipeline.common.code_deps import code_digest
 from pipeline.common.errors import PipelineError
 from pipeline.common.params import MAX_SEED
-from pipeline.data.prepared import load_split, load_stats
+from pipeline.data.prepared import Normalization, PreparedData
 from pipeline.model.model_file import load_model
 from pipeline.model.networks import MODELS, build_model
 from pipeline.train.config import load_train_config
@@ -38,10 +38,8 @@ def run_id(prepared: Path, code: str = "code", platform: dict | None = None, **o
 
 
 def fit_prepared(prepared: Path, checkpoint: Path, code: str = "code", **overrides: object):
-    stats = load_stats(prepared)
-    return fit(quick_config(**overrides), TrainingData(load_split(prepared / "train.pt"),
-            load_split(prepared / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(), Checkpoint(checkpoint,
-            run_id(prepared, code, **overrides)))
+    return fit(quick_config(**overrides), TrainingData.of(PreparedData.load(prepared)), ProcessInfo(),
+               Checkpoint(checkpoint, run_id(prepared, code, **overrides)))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -90,16 +88,14 @@ def test_cpu_training_is_bit_identical(prepared: Path, tmp_path: Path) -> None:
 def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: Path, extra: dict) -> None:
     reference = fit_prepared(prepared, tmp_path / "ref.pt", epochs=3, **extra)
     checkpoint = tmp_path / "ck.pt"
-    stats = load_stats(prepared)
 
     def interrupt_after_first_epoch(record: dict[str, float]) -> None:
         if record["epoch"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(quick_config(epochs=3, **extra), TrainingData(load_split(prepared / "train.pt"),
-                load_split(prepared / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(), Checkpoint(checkpoint,
-                run_id(prepared, epochs=3, **extra)), interrupt_after_first_epoch)
+        fit(quick_config(epochs=3, **extra), TrainingData.of(PreparedData.load(prepared)), ProcessInfo(),
+            Checkpoint(checkpoint, run_id(prepared, epochs=3, **extra)), interrupt_after_first_epoch)
     assert checkpoint.exists()
     resumed = fit_prepared(prepared, checkpoint, epochs=3, **extra)
     assert resumed.resumed_from == 1
@@ -147,15 +143,14 @@ def test_a_checkpoint_of_another_run_is_set_aside_never_loaded(prepared: Path, t
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     checkpoint = tmp_path / "ck.pt"
-    stats = load_stats(prepared)
 
     def stop(record: dict[str, float]) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(quick_config(epochs=2, model="mlp"), TrainingData(load_split(prepared / "train.pt"),
-                load_split(prepared / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(), Checkpoint(checkpoint,
-                run_id(prepared, platform=H200 if other == "platform" else None, model="mlp", epochs=2)), stop)
+        fit(quick_config(epochs=2, model="mlp"), TrainingData.of(PreparedData.load(prepared)), ProcessInfo(),
+            Checkpoint(checkpoint, run_id(prepared, platform=H200 if other == "platform" else None, model="mlp",
+                                          epochs=2)), stop)
     assert checkpoint.exists()
     if other == "torch":
         monkeypatch.setattr(torch, "__version__", "9.9.9")
@@ -174,8 +169,8 @@ def test_a_diverging_run_stops_with_one_line(tmp_path: Path) -> None:
     cfg = quick_config(model="mlp", optimizer="sgd", lr=9.9, momentum=0.99, scheduler="none", epochs=4, augment=False)
     pattern = r"^training diverged at epoch [1-4]: (train|val) loss is (nan|inf); lower lr \(now 9\.9\)$"
     with pytest.raises(PipelineError, match=pattern):
-        fit(cfg, TrainingData(train, small_split(200), 0.5, 0.3), ProcessInfo(), Checkpoint(tmp_path / "ck.pt",
-                {"run": "diverging"}))
+        fit(cfg, TrainingData(train, small_split(200), Normalization(0.5, 0.3)), ProcessInfo(),
+            Checkpoint(tmp_path / "ck.pt", {"run": "diverging"}))
 
 
 def test_the_largest_seed_runs_reproducibly_and_is_used(prepared: Path, tmp_path: Path) -> None:
@@ -244,7 +239,7 @@ def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(train.main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     _, meta = load_model(tmp_path / "model.pt")
-    assert meta["model"] == "mlp2" and meta["classes"] == [str(d) for d in range(10)]
+    assert meta.architecture == "mlp2" and meta.classes == [str(d) for d in range(10)]
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary == {"val_loss": summary["val_loss"], "val_acc": summary["val_acc"], "best_epoch": 2,
                        "epochs_run": 2, "parameters": 109386, "platform": CPU}
@@ -290,9 +285,7 @@ def test_two_cpu_processes_train_like_one_and_an_interrupted_two_process_run_res
     assert "2 process(es)" in done.stderr and "resuming from" in done.stderr and "after epoch 1" in done.stderr
     summary = json.loads((tmp_path / "train.json").read_text())
     assert summary["epochs_run"] == 3
-    stats = load_stats(data)
-    one_process = fit(load_train_config(params), TrainingData(load_split(data / "train.pt"),
-                      load_split(data / "val.pt"), stats["mean"], stats["std"]), ProcessInfo(),
+    one_process = fit(load_train_config(params), TrainingData.of(PreparedData.load(data)), ProcessInfo(),
                       Checkpoint(tmp_path / "one.pt", {"run": "1"}))
     assert abs(summary["val_acc"] - one_process.state.history[-1]["val_acc"]) < 0.02  # the same accuracy band
     model, _ = load_model(tmp_path / "model.pt")

@@ -1,4 +1,4 @@
-"""The prepared dataset: compact tensor splits on disk, their stats, and the stratified split."""
+"""The prepared dataset: compact tensor splits on disk and their stats, loaded as one `PreparedData`."""
 
 from __future__ import annotations
 
@@ -64,16 +64,39 @@ def load_split(path: Path | str) -> Split:
     return check_split(data["images"], data["labels"], str(path))
 
 
-def load_stats(folder: Path | str) -> dict[str, Any]:
-    """The stats.json written beside the splits (mean, std, classes, sizes)."""
-    path = Path(folder) / "stats.json"
-    try:
-        stats = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found (run the preprocess stage)") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
-    for key in ("mean", "std", "classes"):
-        if key not in stats:
-            raise PipelineError(f"{path}: missing '{key}'")
-    return stats
+@dataclass(frozen=True)
+class Normalization:
+    """The training pixels' mean and standard deviation, in [0, 1] units: what a network's input is scaled by."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The preprocess stage's output as one value: the folder of its splits, their normalization, the class
+    names, and the rest of its stats.json (dataset, sizes, class counts, source checksums)."""
+
+    folder: Path
+    normalization: Normalization
+    classes: list[str]
+    stats: dict[str, Any]
+
+    @classmethod
+    def load(cls, folder: Path | str) -> PreparedData:
+        """The prepared data in `folder`, from its stats.json (the splits are loaded when asked for)."""
+        path = Path(folder) / "stats.json"
+        try:
+            stats = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PipelineError(f"{path}: not found (run the preprocess stage)") from None
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+        for key in ("mean", "std", "classes"):
+            if key not in stats:
+                raise PipelineError(f"{path}: missing '{key}'")
+        return cls(Path(folder), Normalization(stats["mean"], stats["std"]), list(stats["classes"]), stats)
+
+    def split(self, name: str) -> Split:
+        """One split ("train", "val" or "test"), loaded and checked."""
+        return load_split(self.folder / f"{name}.pt")

@@ -20,6 +20,7 @@ from torch import nn
 from pipeline.common.errors import PipelineError
 from pipeline.evaluate.metrics import BATCH, predict_logits
 from pipeline.export.onnx_session import INPUT_NAME, OUTPUT_NAME, open_session, run_logits
+from pipeline.model.model_file import ModelFile
 from pipeline.model.networks import INPUT_SHAPE
 
 MAX_LOGIT_DIFF = 1e-4
@@ -71,9 +72,9 @@ def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dic
     onnx.save_model(proto, path, save_as_external_data=False)
 
 
-def onnx_metadata(meta: dict[str, Any]) -> dict[str, str]:
+def onnx_metadata(meta: ModelFile) -> dict[str, str]:
     """What a consumer of the ONNX file needs, stored as string properties."""
-    return {"classes": json.dumps(meta["classes"]), "model": meta["model"],
+    return {"classes": json.dumps(meta.classes), "model": meta.architecture,
             "input": "float32 pixels in [0, 1], N x 1 x 28 x 28; normalization is inside the graph",
             "output": "N x 10 logits"}
 

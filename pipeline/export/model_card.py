@@ -9,23 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.export.formats import MAX_LOGIT_DIFF
+from pipeline.model.model_file import ModelFile
 
 
-def model_card(meta: dict[str, Any], stats: dict[str, Any], evaluation: dict[str, Any],
+def model_card(meta: ModelFile, stats: dict[str, Any], evaluation: dict[str, Any],
                report: dict[str, Any], sizes: dict[str, int]) -> str:
     """A short Markdown model card: data, params, metrics, intended use and limits."""
-    params = "\n".join(f"| `{k}` | `{v}` |" for k, v in meta["params"].items())
+    params = "\n".join(f"| `{k}` | `{v}` |" for k, v in meta.params.items())
     checksums = "\n".join(f"| `{name}` | `{md5}` |" for name, md5 in stats["source_md5"].items())
-    classes = ", ".join(meta["classes"])
-    return f"""# Model card: {stats['dataset']} {meta['model']} classifier
+    classes = ", ".join(meta.classes)
+    return f"""# Model card: {stats['dataset']} {meta.architecture} classifier
 
 ## Files
 - `model.onnx` ({sizes['onnx_bytes']:,} bytes): one self-contained ONNX file, dynamic batch dimension.
 - `model.pt2` ({sizes['pt2_bytes']:,} bytes): a `torch.export` program (`torch.export.load(path).module()`).
 
 Input `pixels`: float32, N x 1 x 28 x 28, values in [0, 1] (what `torchvision.transforms.ToTensor()` gives),
-light digit on a dark background as in MNIST. Normalization (mean {meta['normalization']['mean']},
-std {meta['normalization']['std']}) is inside the graph. Output `logits`: float32 N x 10, classes in order:
+light digit on a dark background as in MNIST. Normalization (mean {meta.normalization.mean},
+std {meta.normalization.std}) is inside the graph. Output `logits`: float32 N x 10, classes in order:
 {classes}. The class names are also in the ONNX metadata property `classes`.
 
 ## Data

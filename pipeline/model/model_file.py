@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from pipeline.common.atomic import save_torch
 from pipeline.common.errors import PipelineError
+from pipeline.data.prepared import Normalization
 from pipeline.model.networks import (
     CNN_WIDTH,
     INPUT_SHAPE,
@@ -24,20 +26,6 @@ from pipeline.model.networks import (
 )
 
 FORMAT = "mnist-pipeline-model/1"
-
-
-def save_model(path: Path | str, model_name: str, model: nn.Module, mean: float, std: float,
-               classes: list[str], params: dict[str, Any]) -> None:
-    """Write models/model.pt atomically: plain tensors and values only, so weights_only loading works."""
-    save_torch(path, {
-        "format": FORMAT,
-        "model": model_name,
-        "input_shape": list(INPUT_SHAPE),
-        "normalization": {"mean": mean, "std": std},
-        "classes": list(classes),
-        "params": params,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-    })
 
 
 def read_model_file(path: Path | str) -> dict[str, Any]:
@@ -59,33 +47,88 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def for_inference(model: nn.Module, name: str, mean: float, std: float, tta_shifts: int = 0) -> nn.Module:
+@dataclass(frozen=True)
+class ModelFile:
+    """models/model.pt as one value: the architecture, the normalization, the class names, the params it was
+    trained with (its test-time shifts among them) and the weights. Written by train; read by evaluate, export,
+    the benches and the tests (predict and serve read its ONNX export)."""
+
+    architecture: str
+    normalization: Normalization
+    classes: list[str]
+    params: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, architecture: str, model: nn.Module, normalization: Normalization, classes: list[str],
+           params: dict[str, Any]) -> ModelFile:
+        """The file of a trained network: its weights copied to the CPU as plain tensors."""
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        return cls(architecture, normalization, list(classes), params, weights)
+
+    @property
+    def tta_shifts(self) -> int:
+        return self.params.get("tta_shifts", 0)
+
+    def save(self, path: Path | str) -> None:
+        """Write it atomically: plain tensors and values only, so weights_only loading works."""
+        save_torch(path, {
+            "format": FORMAT,
+            "model": self.architecture,
+            "input_shape": list(INPUT_SHAPE),
+            "normalization": asdict(self.normalization),  # {"mean": ..., "std": ...}
+            "classes": self.classes,
+            "params": self.params,
+            "state_dict": self.state_dict,
+        })
+
+    @classmethod
+    def load(cls, path: Path | str) -> ModelFile:
+        """The checked contents of a model file; refuses anything that is not plain weights of a known model."""
+        path = Path(path)
+        data = read_model_file(path)
+        params = data["params"] if isinstance(data.get("params"), dict) else {}
+        shifts = params.get("tta_shifts", 0)
+        if type(shifts) is not int or shifts not in TTA_OFFSETS:  # False would pass as 0
+            allowed = ", ".join(map(str, TTA_OFFSETS))
+            raise PipelineError(f"{path}: unknown tta_shifts {shifts!r}, expected one of {allowed}")
+        try:
+            normalization = Normalization(**data["normalization"])
+        except (KeyError, TypeError):
+            raise PipelineError(f"{path}: no normalization (mean and std) in this model file") from None
+        file = cls(data["model"], normalization, list(data["classes"]), params, data["state_dict"])
+        file.network(path)  # the weights fit the architecture, or a one-line error now
+        return file
+
+    def network(self, path: Path | str = "the model file") -> nn.Module:
+        """The trained network (training form: BatchNorm unfolded)."""
+        model = build_model(self.architecture, self.params.get("width", CNN_WIDTH))
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+            raise PipelineError(f"{path}: weights do not fit model '{self.architecture}' ({first[:200]})") from None
+        return model
+
+    def for_inference(self) -> nn.Module:
+        """The network as it is evaluated and exported (see `for_inference`)."""
+        return for_inference(self.network(), self.architecture, self.normalization, self.tta_shifts)
+
+
+def for_inference(model: nn.Module, name: str, normalization: Normalization, tta_shifts: int = 0) -> nn.Module:
     """A trained network as it is evaluated and exported, in eval mode: taking [0, 1] pixels, with the
     normalization and any test-time shifts inside, BatchNorm folded into the convolutions, and the CNN
     channels-last (about twice as fast on CPU)."""
     model = fold_batchnorm(model.eval())
     if uses_channels_last(name):
         model = model.to(memory_format=torch.channels_last)
-    wrapped: nn.Module = Normalized(model, mean, std)
+    wrapped: nn.Module = Normalized(model, normalization.mean, normalization.std)
     if tta_shifts:
         wrapped = ShiftAveraged(wrapped, tta_shifts)
     return wrapped.eval()
 
 
-def load_model(path: Path | str) -> tuple[nn.Module, dict[str, Any]]:
-    """The model as `for_inference` makes it, and the file's metadata."""
-    data = read_model_file(path)
-    params = data["params"] if isinstance(data.get("params"), dict) else {}
-    shifts = params.get("tta_shifts", 0)
-    if type(shifts) is not int or shifts not in TTA_OFFSETS:  # False would pass as 0
-        allowed = ", ".join(map(str, TTA_OFFSETS))
-        raise PipelineError(f"{path}: unknown tta_shifts {shifts!r}, expected one of {allowed}")
-    model = build_model(data["model"], params.get("width", CNN_WIDTH))
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise PipelineError(f"{path}: weights do not fit model '{data['model']}' ({first[:200]})") from None
-    norm = data["normalization"]
-    meta = {k: v for k, v in data.items() if k != "state_dict"}
-    return for_inference(model, data["model"], norm["mean"], norm["std"], shifts), meta
+def load_model(path: Path | str) -> tuple[nn.Module, ModelFile]:
+    """The model as `for_inference` makes it, and its file."""
+    file = ModelFile.load(path)
+    return file.for_inference(), file

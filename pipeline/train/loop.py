@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.common.atomic import save_torch
 from pipeline.common.errors import ParamError, PipelineError
-from pipeline.data.prepared import Split
+from pipeline.data.prepared import Normalization, PreparedData, Split
 from pipeline.model.networks import build_model, uses_channels_last
 from pipeline.train.augmentation import random_affine, random_shift
 from pipeline.train.config import TrainConfig
@@ -65,10 +65,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def device_tensors(split: Split, mean: float, std: float, device: torch.device,
+def device_tensors(split: Split, normalization: Normalization, device: torch.device,
                    channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Move a split to the device once and normalize it once: float N x 1 x 28 x 28 and labels."""
-    images = split.images.to(device).unsqueeze(1).float().div_(255).sub_(mean).div_(std)
+    images = split.images.to(device).unsqueeze(1).float().div_(255).sub_(normalization.mean).div_(normalization.std)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, split.labels.to(device)
@@ -261,8 +261,12 @@ class TrainingData:
 
     train: Split
     val: Split
-    mean: float
-    std: float
+    normalization: Normalization
+
+    @classmethod
+    def of(cls, prepared: PreparedData) -> TrainingData:
+        """The training and validation splits of the prepared data."""
+        return cls(prepared.split("train"), prepared.split("val"), prepared.normalization)
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,7 @@ class FitResult:
     resumed_from: int
 
 
-def start_run(cfg: TrainConfig, train: Split, mean: float, std: float, info: ProcessInfo,
+def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info: ProcessInfo,
               device: torch.device) -> Run:
     """A freshly initialised run on `device`, checked to fit in its memory."""
     channels_last = uses_channels_last(cfg.model)
@@ -298,12 +302,13 @@ def start_run(cfg: TrainConfig, train: Split, mean: float, std: float, info: Pro
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    images, labels = device_tensors(train, mean, std, device, channels_last)
+    images, labels = device_tensors(train, normalization, device, channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     scheduler = make_scheduler(cfg, optimizer, cfg.epochs * math.ceil(per_rank / local_batch))
     # the averaged weights (and BatchNorm statistics) are what is validated and kept
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, -mean / std, local_batch)
+    background = -normalization.mean / normalization.std  # a blank pixel, normalized
+    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, background, local_batch)
 
 
 def resume(run: Run, checkpoint_path: Path, run_id: dict[str, str],
@@ -329,8 +334,8 @@ def fit(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, checkpoint: Che
     """Train `cfg.model`, checkpointing after every epoch and resuming a matching checkpoint."""
     device = resolve_device(cfg.device, info.local_rank)
     make_deterministic(device)
-    run = start_run(cfg, data.train, data.mean, data.std, info, device)
-    x_val, y_val = device_tensors(data.val, data.mean, data.std, device, uses_channels_last(cfg.model))
+    run = start_run(cfg, data.train, data.normalization, info, device)
+    x_val, y_val = device_tensors(data.val, data.normalization, device, uses_channels_last(cfg.model))
     state = resume(run, checkpoint.path, checkpoint.fingerprint, on_epoch)
     resumed_from = state.epoch
     network = DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda" else None) \
