@@ -14,14 +14,16 @@ import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
@@ -121,85 +123,128 @@ class SameOrigin:
         await self.app(scope, receive, send)
 
 
+class Prediction(BaseModel):
+    """The answer to POST /predict: the label and every class's probability."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Service:
+    """What the routes work with, made once when the app is made: the model and its class names, the limits,
+    the preparing processes, the turns that admit requests and the threads that run the model."""
+
+    session: Any
+    classes: list[str]
+    limits: Limits
+    preparers: Preparers
+    turns: asyncio.Semaphore
+    model_threads: anyio.CapacityLimiter
+    page: str
+
+
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+Served = Annotated[Service, Depends(service)]
+router = APIRouter()
+
+
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
+async def drawing_page(served: Served) -> str:
+    return served.page
+
+
+@router.post("/predict", summary="Label one digit image", response_model=Prediction,
+             responses={400: {}, 403: {}, 408: {}, 413: {}, 415: {}, 422: {}, 503: {}})
+async def predict(request: Request, served: Served) -> Prediction:
+    """Send the image as the body (image/*), as a form upload, or JSON `{"pixels": [[...], ...]}`."""
+    limits = served.limits
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        read = functools.partial(_read_upload, request, limits)
+    elif kind == "application/json" or kind.startswith(IMAGE_TYPES):
+        read = functools.partial(_read_body, request, kind)
+    else:
+        raise RequestError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/*, "
+                                "multipart/form-data or application/json")
+    try:  # admission before the body is read: what waits here holds no upload in memory
+        await asyncio.wait_for(served.turns.acquire(), limits.queue_seconds)
+    except TimeoutError:
+        async for _ in request.stream():  # read and drop the upload, so that the answer is not lost to a reset
+            pass
+        raise RequestError(503, f"busy: {limits.concurrent} requests ahead for {limits.queue_seconds:g} s; "
+                                f"try again in {RETRY_SECONDS} s") from None
+    try:
+        digit = await served.preparers.prepare(*await read())
+        answer = await anyio.to_thread.run_sync(predict_digit, served.session, served.classes, digit,
+                                                limiter=served.model_threads)
+        return Prediction(**answer)
+    finally:
+        served.turns.release()
+
+
+async def bad_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestError)
+    return error(exc.status, str(exc))
+
+
+async def unreadable(request: Request, exc: Exception) -> JSONResponse:
+    return error(422, str(exc))
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    where = "the drawing page is GET /; predictions are POST /predict"
+    return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; {where}")
+
+
+async def client_left(request: Request, exc: Exception) -> JSONResponse:
+    # the client's choice (or its deadline, answered by the protocol): one line, and an answer nobody reads
+    log.info("%s %s: the body did not arrive (the client hung up, or its time ran out)", request.method,
+             request.url.path)
+    return error(400, "the body did not arrive")
+
+
+async def fault(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error(500, f"the server failed on this request ({type(exc).__name__}); it is logged")
+
+
+HANDLERS = {RequestError: bad_request, PipelineError: unreadable, HTTPException: http_error,
+            ClientDisconnect: client_left, Exception: fault}
+
+
 def make_app(session: Any, classes: list[str], limits: Limits | None = None) -> FastAPI:
-    """The app: GET / (the drawing page), POST /predict, and the OpenAPI description at /openapi.json.
+    """The app: GET / (the drawing page), POST /predict, and the OpenAPI description at /openapi.json; its
+    preparing processes start with it and stop with it.
 
     No /docs or /redoc: FastAPI's pages load their scripts from CDNs, so offline they are blank. No redirect
     of /predict/ to /predict either: Starlette builds its Location from the client's Host header.
     """
     limits = limits or Limits()
-    page = PAGE.read_text()
-    preparers = Preparers(limits.preparers, limits.prepare_seconds, limits.max_pixels, limits.max_json)
+    served = Service(session, classes, limits,
+                     Preparers(limits.preparers, limits.prepare_seconds, limits.max_pixels, limits.max_json),
+                     asyncio.Semaphore(limits.concurrent), anyio.CapacityLimiter(limits.preparers), PAGE.read_text())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await preparers.start()
+        await served.preparers.start()
         try:
             yield
         finally:
-            preparers.close()
+            served.preparers.close()
 
     app = FastAPI(title="MNIST digit classifier", description=__doc__, version="1", docs_url=None, redoc_url=None,
                   redirect_slashes=False, lifespan=lifespan)
+    app.state.service = served
     app.add_middleware(BodyLimit, max_body=limits.max_body)
     app.add_middleware(SameOrigin, loopback_only=limits.loopback_only)
-    turns = asyncio.Semaphore(limits.concurrent)
-    model_threads = anyio.CapacityLimiter(limits.preparers)
-
-    @app.exception_handler(RequestError)
-    async def bad_request(request: Request, exc: RequestError) -> JSONResponse:
-        return error(exc.status, str(exc))
-
-    @app.exception_handler(PipelineError)
-    async def unreadable(request: Request, exc: PipelineError) -> JSONResponse:
-        return error(422, str(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        where = "the drawing page is GET /; predictions are POST /predict"
-        return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; {where}")
-
-    @app.exception_handler(ClientDisconnect)
-    async def client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
-        # the client's choice (or its deadline, answered by the protocol): one line, and an answer nobody reads
-        log.info("%s %s: the body did not arrive (the client hung up, or its time ran out)", request.method,
-                 request.url.path)
-        return error(400, "the body did not arrive")
-
-    @app.exception_handler(Exception)
-    async def fault(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error(500, f"the server failed on this request ({type(exc).__name__}); it is logged")
-
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
-    async def drawing_page() -> str:
-        return page
-
-    @app.post("/predict", summary="Label one digit image",
-              responses={400: {}, 403: {}, 408: {}, 413: {}, 415: {}, 422: {}, 503: {}})
-    async def predict(request: Request) -> dict[str, Any]:
-        """Send the image as the body (image/*), as a form upload, or JSON `{"pixels": [[...], ...]}`."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind == "multipart/form-data":
-            read = functools.partial(_read_upload, request, limits)
-        elif kind == "application/json" or kind.startswith(IMAGE_TYPES):
-            read = functools.partial(_read_body, request, kind)
-        else:
-            raise RequestError(415, f"Content-Type {kind or '(none)'} is not accepted: send image/*, "
-                                    "multipart/form-data or application/json")
-        try:  # admission before the body is read: what waits here holds no upload in memory
-            await asyncio.wait_for(turns.acquire(), limits.queue_seconds)
-        except TimeoutError:
-            async for _ in request.stream():  # read and drop the upload, so that the answer is not lost to a reset
-                pass
-            raise RequestError(503, f"busy: {limits.concurrent} requests ahead for {limits.queue_seconds:g} s; "
-                                    f"try again in {RETRY_SECONDS} s") from None
-        try:
-            digit = await preparers.prepare(*await read())
-            return await anyio.to_thread.run_sync(predict_digit, session, classes, digit, limiter=model_threads)
-        finally:
-            turns.release()
-
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
+    app.include_router(router)
     return app
 
 
