@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
+import http.server
 import shutil
 import socket
 import threading
 import tracemalloc
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -178,3 +181,41 @@ def test_headers_are_checked_before_the_body_is_read(tmp_path: Path, header: byt
     code, output, out = run_download(tmp_path, f"dataset: mnist\ndata_dir: {folder}\n")
     assert code == 1 and message in output and output.count("\n") == 1, output
     assert not out.exists()
+
+
+@contextlib.contextmanager
+def files_served(folder: Path) -> Iterator[int]:
+    """A local HTTP server of `folder` (a stand-in for the official mirrors); yields its port."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join(timeout=30)
+
+
+def test_the_mirrors_are_tried_in_order_and_one_down_or_serving_bad_files_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import torchvision.datasets as tvd
+
+    shutil.copytree(MNIST.bundled_dir, tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    for name in (p.name for p in (tmp_path / "good").iterdir()):
+        (tmp_path / "bad" / name).write_bytes(b"not the file")
+    # torchvision checks each download against its table of the official .gz files' MD5s; ours hold the same
+    # bytes once decompressed, in another gzip wrapper, so the table names ours
+    monkeypatch.setattr(tvd.MNIST, "resources", [(p.name, hashlib.md5(p.read_bytes()).hexdigest())
+                                                 for p in sorted((tmp_path / "good").iterdir())])
+    (tmp_path / "out").mkdir()
+    with files_served(tmp_path) as port, caplog.at_level("INFO"):
+        mirrors = ["http://127.0.0.1:9/", f"http://127.0.0.1:{port}/bad/", f"http://127.0.0.1:{port}/good/"]
+        monkeypatch.setattr(tvd.MNIST, "mirrors", mirrors)
+        source = fetch_dataset(MNIST, str(tmp_path / "none"), tmp_path / "out")
+    assert source == "official mirrors"
+    assert all(hashlib.md5((tmp_path / "out" / name).read_bytes()).hexdigest() == MNIST.md5[name] for name in FILES)
+    assert f"mirror {mirrors[0]} unreachable, skipping" in caplog.text
+    assert f"mirror {mirrors[1]} failed" in caplog.text
