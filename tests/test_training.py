@@ -182,13 +182,28 @@ def test_the_largest_seed_runs_reproducibly_and_is_used(prepared: Path, tmp_path
     assert runs[0].state.history[-1]["val_acc"] > 0.5
 
 
-def test_early_stopping_keeps_the_best_epoch(prepared: Path, tmp_path: Path) -> None:
-    result = fit_prepared(prepared, tmp_path / "ck.pt", model="mlp", scheduler="none", lr=0.5, optimizer="sgd",
-                          epochs=12, patience=1, augment=False)
+def test_early_stopping_keeps_the_best_epoch_and_stops_at_the_same_epoch_after_a_resume(prepared: Path,
+                                                                                          tmp_path: Path) -> None:
+    settings = {"model": "mlp", "scheduler": "none", "lr": 0.5, "optimizer": "sgd", "epochs": 12, "patience": 1,
+                "augment": False}
+    result = fit_prepared(prepared, tmp_path / "ck.pt", **settings)
     history = result.state.history
     assert len(history) < 12
     best = min(history, key=lambda r: r["val_loss"])
     assert result.state.best_epoch == best["epoch"] == len(history) - 1
+
+    def interrupt_at_the_best_epoch(record: dict[str, float]) -> None:  # the next epoch, resumed, ends the run
+        if record["epoch"] == best["epoch"]:
+            raise KeyboardInterrupt
+
+    checkpoint = tmp_path / "interrupted.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(quick_config(**settings), TrainingData.of(PreparedData.load(prepared)), ProcessInfo(),
+            Checkpoint(checkpoint, run_id(prepared, **settings)), interrupt_at_the_best_epoch)
+    resumed = fit_prepared(prepared, checkpoint, **settings)
+    assert resumed.resumed_from == best["epoch"] and resumed.state.best_epoch == best["epoch"]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.state.history] == strip
 
 
 def test_shards_partition_each_epoch() -> None:
