@@ -23,6 +23,8 @@ from pipeline.train.config import load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
 from pipeline.train.loop import Checkpoint, TrainingData, fit, resolve_device
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def device_name(device: torch.device) -> str:
     """A human-readable name of the device the run used."""
@@ -35,11 +37,14 @@ def device_name(device: torch.device) -> str:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Override params.yaml's epochs.")
 @click.option("--batch-size", type=int, default=None, help="Override params.yaml's batch_size.")
-@click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--params", "params_file", default=ROOT / "params.yaml", show_default=True,
+              type=click.Path(path_type=Path))
+@click.option("--data", default=ROOT / "data" / "prepared", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Write the report as JSON here.")
-def main(device: str, epochs: int | None, batch_size: int | None, data: Path, out: Path | None) -> None:
+def main(device: str, epochs: int | None, batch_size: int | None, params_file: Path, data: Path,
+         out: Path | None) -> None:
     info = process_info()
-    cfg = load_train_config()
+    cfg = load_train_config(params_file)
     cfg = replace(cfg, device=device, epochs=epochs or cfg.epochs, batch_size=batch_size or cfg.batch_size)
     torch_device = resolve_device(cfg.device, info.local_rank)
     init_process_group(info, torch_device)

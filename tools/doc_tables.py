@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import yaml
 
-from pipeline.common.params import Schema
+from pipeline.common.params import Schema, read_params_file
 from pipeline.data.preparation import PREPROCESS_PARAMS
 from pipeline.data.sources import DOWNLOAD_PARAMS
 from pipeline.train.config import TRAIN_PARAMS
@@ -21,7 +21,7 @@ SCHEMAS: dict[str, Schema] = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROC
 
 def params_table(params_file: Path = ROOT / "params.yaml") -> str:
     """Every key of params.yaml: its default, what is allowed, what it does and which stage reads it."""
-    defaults = yaml.safe_load(params_file.read_text())
+    defaults = read_params_file(params_file)
     rows = ["| key | default | allowed | meaning | read by |", "|---|---|---|---|---|"]
     for stage, schema in SCHEMAS.items():
         for key, param in schema.items():
