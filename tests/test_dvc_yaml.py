@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -167,3 +168,15 @@ def test_model_and_dataset_names_are_defined_once(names: tuple[str, ...], home: 
     for name in names:
         places = [str(path.relative_to(REPO)) for path in code if name in string_literals(path)]
         assert places == [home], f"{name!r} is written in {places}"
+
+
+def test_the_committed_lock_holds_the_code_each_stage_depends_on() -> None:
+    # a stage whose code changed without its lock entry reruns in every fresh clone and leaves dvc.lock modified
+    done = subprocess.run([str(Path(sys.executable).with_name("dvc")), "status", "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    stale = sorted(f"{stage}: {path}" for stage, changes in json.loads(done.stdout).items() for change in changes
+                   if isinstance(change, dict) for path, how in change.get("changed deps", {}).items()
+                   if how == "modified" and path.startswith(("pipeline/", "stages/")))
+    assert stale == [], (f"dvc.lock is stale for {stale}: rerun those stages, or `dvc commit -f` them when their "
+                         "outputs are unchanged")
