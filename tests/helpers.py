@@ -8,6 +8,7 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from pipeline.data.idx import UINT8, read_idx_images, read_idx_labels
 from pipeline.data.prepared import Split
 from pipeline.data.raw import FILES, write_manifest
 from pipeline.data.sources import CUSTOM_CREDIT, DATASETS, DIGITS
-from pipeline.train.config import TrainConfig
+from pipeline.train.config import TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,13 +66,16 @@ def make_raw(folder: Path, dataset: Path) -> Path:
     return folder
 
 
+# what makes a run quick and plain; any other key (a new one, say) takes params.yaml's value
+QUICK = dict(model="cnn", width=16, optimizer="adamw", lr=0.004, momentum=0.9, nesterov=False, weight_decay=0.0005,
+             scheduler="onecycle", label_smoothing=0.1, augment=True, rotate_deg=0.0, zoom=0.0, ema_decay=0.0,
+             tta_shifts=0, batch_size=128, epochs=2, patience=0, seed=3, device="cpu")
+
+
 def quick_config(**overrides: object) -> TrainConfig:
-    """A CPU config that trains in about a second on the `prepared` fixture."""
-    values = dict(model="cnn", width=16, optimizer="adamw", lr=0.004, momentum=0.9, nesterov=False,
-                  weight_decay=0.0005, scheduler="onecycle", label_smoothing=0.1, augment=True, rotate_deg=0.0,
-                  zoom=0.0, ema_decay=0.0, tta_shifts=0, batch_size=128, epochs=2, patience=0, seed=3, device="cpu")
-    values.update(overrides)
-    return TrainConfig(**values)
+    """A CPU config that trains in about a second on the `prepared` fixture: params.yaml's train params with
+    QUICK and `overrides` applied."""
+    return replace(load_train_config(REPO / "params.yaml"), **{**QUICK, **overrides})
 
 
 def small_split(n: int = 64) -> Split:
