@@ -41,12 +41,12 @@ def json_response(status: int, message: str, retry_after: int | None = None) -> 
     """A complete HTTP/1.1 answer `{"error": message}` that closes the connection."""
     body = json.dumps({"error": message}).encode()
     retry = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
-    reason = h11_reason(status)
+    reason = reason_phrase(status)
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
             f"{retry}connection: close\r\n\r\n").encode() + body
 
 
-def h11_reason(status: int) -> str:
+def reason_phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -100,7 +100,7 @@ class _Exchange:
             status = message["status"]
             # held until the first body part, so that a whole answer leaves in one write (one TCP segment)
             self.head = connection.conn.send(h11.Response(status_code=status, headers=headers,
-                                                          reason=h11_reason(status).encode()))
+                                                          reason=reason_phrase(status).encode()))
         elif message["type"] == "http.response.body" and self.response_started and not self.response_complete:
             data = b"" if self.scope["method"] == "HEAD" else message.get("body", b"")
             parts = [self.head, connection.conn.send(h11.Data(data=data)) if data else b""]
@@ -312,11 +312,10 @@ class Http11Connection(asyncio.Protocol):
             return
         if self.heard:
             self.refuse(408, f"no complete request headers within {self.limits.client_seconds:g} s")
-        else:  # an idle connection (kept alive after an answer, or never used)
-            if self.exchange is None:
-                self.refuse(408, f"no request within {self.limits.client_seconds:g} s")
-            else:
-                self.close()
+        elif self.exchange is None:  # a connection that never sent anything
+            self.refuse(408, f"no request within {self.limits.client_seconds:g} s")
+        else:  # idle after an answer: kept alive long enough
+            self.close()
 
     def body_late(self) -> None:
         self.refuse(408, f"the body did not arrive within {self.limits.client_seconds:g} s")

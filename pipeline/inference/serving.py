@@ -41,11 +41,6 @@ PAGE = Path(__file__).with_name("draw_page.html")
 IMAGE_TYPES = ("image/", "application/octet-stream")
 
 
-def predict_digit(session: Any, classes: list[str], digit: np.ndarray) -> dict[str, Any]:
-    """The label and every class's probability for one prepared 28x28 digit."""
-    probs = softmax(run_logits(session, digit[None, None]))[0]
-    return {"label": classes[int(probs.argmax())],
-            "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)}}
 
 
 RETRY_SECONDS = 1  # what a 503 asks the client to wait before trying again
@@ -130,6 +125,13 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
+def predict_digit(session: Any, classes: list[str], digit: np.ndarray) -> Prediction:
+    """The label and every class's probability for one prepared 28x28 digit."""
+    probs = softmax(run_logits(session, digit[None, None]))[0]
+    return Prediction(label=classes[int(probs.argmax())],
+                      probabilities={name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)})
+
+
 @dataclass(frozen=True)
 class Service:
     """What the routes work with, made once when the app is made: the model and its class names, the limits,
@@ -179,9 +181,8 @@ async def predict(request: Request, served: Served) -> Prediction:
                                 f"try again in {RETRY_SECONDS} s") from None
     try:
         digit = await served.preparers.prepare(*await read())
-        answer = await anyio.to_thread.run_sync(predict_digit, served.session, served.classes, digit,
-                                                limiter=served.model_threads)
-        return Prediction(**answer)
+        return await anyio.to_thread.run_sync(predict_digit, served.session, served.classes, digit,
+                                              limiter=served.model_threads)
     finally:
         served.turns.release()
 
