@@ -317,17 +317,19 @@ def digit_ink(image: np.ndarray, name: str) -> np.ndarray:
     """The digit's ink, cropped, at most WORK_SIDE a side: found on a copy of the image at most COARSE_SIDE a
     side when the digit spans at least COARSE_EXTENT there (a drawing that fills its canvas: a quarter of the
     work or less), on the whole image otherwise (a small digit on a large page keeps its detail)."""
-    factor = math.ceil(max(image.shape[:2]) / COARSE_SIDE)
-    if factor > 1:
-        ink = ink_map(_mean_reduced(image, factor))
-        rows, cols = digit_region(ink, name)
-        if max(rows.stop - rows.start, cols.stop - cols.start) < COARSE_EXTENT:
-            ink = ink_map(image)
-            rows, cols = digit_region(ink, name)
-    else:
-        ink = ink_map(image)
-        rows, cols = digit_region(ink, name)
-    return reduced(ink[rows, cols], math.ceil(max(rows.stop - rows.start, cols.stop - cols.start) / WORK_SIDE))
+    coarse = math.ceil(max(image.shape[:2]) / COARSE_SIDE)
+    if coarse > 1:
+        crop, extent = _cropped_digit(ink_map(_mean_reduced(image, coarse)), name)
+        if extent >= COARSE_EXTENT:
+            return crop
+    return _cropped_digit(ink_map(image), name)[0]
+
+
+def _cropped_digit(ink: np.ndarray, name: str) -> tuple[np.ndarray, int]:
+    """The digit's ink cropped and reduced to at most WORK_SIDE a side, and its extent before that."""
+    rows, cols = digit_region(ink, name)
+    extent = max(rows.stop - rows.start, cols.stop - cols.start)
+    return reduced(ink[rows, cols], math.ceil(extent / WORK_SIDE)), extent
 
 
 def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
