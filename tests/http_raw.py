@@ -25,11 +25,17 @@ def read_answer(sock: socket.socket, deadline: float) -> Answer:
     while b"\r\n\r\n" not in data:
         data += receive(sock, deadline)
     head, body = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+    status, headers = parsed_head(head)
     while len(body) < int(headers.get("content-length", 0)):
         body += receive(sock, deadline)
-    return Answer(int(lines[0].split()[1]), headers, body)
+    return Answer(status, headers, body)
+
+
+def parsed_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """An answer's status and headers (names in lower case), from the bytes before its empty line."""
+    lines = head.decode("latin-1").split("\r\n")
+    return int(lines[0].split()[1]), {k.strip().lower(): v.strip() for k, v in (line.split(":", 1)
+                                                                               for line in lines[1:])}
 
 
 def receive(sock: socket.socket, deadline: float) -> bytes:
@@ -72,9 +78,8 @@ def answers_until_closed(sock: socket.socket, deadline: float) -> list[Answer]:
     answers = []
     while data:
         head, rest = data.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        status, headers = parsed_head(head)
         length = int(headers.get("content-length", 0))
-        answers.append(Answer(int(lines[0].split()[1]), headers, rest[:length]))
+        answers.append(Answer(status, headers, rest[:length]))
         data = rest[length:]
     return answers
