@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import h11
 import numpy as np
 from PIL import Image
 
@@ -52,47 +53,55 @@ def canvas_png(data: Path) -> bytes:
     return buffer.getvalue()
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
-    """Status, whether the server keeps the connection, and the body."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
-    body = await reader.readexactly(int(headers.get("content-length", 0)))
-    keep = lines[0].startswith("HTTP/1.1") and headers.get("connection", "").lower() != "close"
-    return int(lines[0].split()[1]), keep, body
+async def exchange(http: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   payload: bytes) -> tuple[int, bool, bytes]:
+    """Post `payload` and read the answer (h11 frames both): status, whether the server keeps the connection,
+    and the body."""
+    writer.write(http.send(h11.Request(method="POST", target="/predict", headers=[
+        ("Host", "127.0.0.1"), ("Content-Type", "image/png"), ("Content-Length", str(len(payload)))])))
+    writer.write(http.send(h11.Data(data=payload)) + http.send(h11.EndOfMessage()))
+    status, body = 0, bytearray()
+    while not isinstance(event := http.next_event(), h11.EndOfMessage):
+        if event is h11.NEED_DATA:
+            http.receive_data(await reader.read(65536))  # b"" (the server closed) ends in h11's error
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+    keep = http.our_state is h11.DONE and http.their_state is h11.DONE
+    if keep:
+        http.start_next_cycle()
+    return status, keep, bytes(body)
 
 
 async def client(port: int, payload: bytes, until: float, tally: Tally) -> None:
     """One user: post, wait for the answer, post again, until `until` (at least once); reconnect whenever the
     server closes."""
-    request = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
-    connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    connection: tuple[h11.Connection, asyncio.StreamReader, asyncio.StreamWriter] | None = None
     first = True
     while first or time.monotonic() < until:
         first = False
         started = time.monotonic()
         try:
             if connection is None:
-                connection = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), REQUEST_SECONDS)
-            reader, writer = connection
-            writer.write(request)
-            status, keep, body = await asyncio.wait_for(read_response(reader), REQUEST_SECONDS)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), REQUEST_SECONDS)
+                connection = h11.Connection(h11.CLIENT), reader, writer
+            status, keep, body = await asyncio.wait_for(exchange(*connection, payload), REQUEST_SECONDS)
             if status == 200 and b'"label"' in body:
                 tally.latencies.append(time.monotonic() - started)
             else:
                 tally.fail(f"HTTP {status}")
             if not keep:
-                writer.close()
+                connection[2].close()
                 connection = None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (OSError, h11.RemoteProtocolError) as exc:
             tally.fail(type(exc).__name__)
             connection = None
         except TimeoutError:
             tally.fail("no answer within 30 s")
             connection = None
     if connection is not None:
-        connection[1].close()
+        connection[2].close()
 
 
 async def load(port: int, payload: bytes, clients: int, seconds: float) -> Tally:

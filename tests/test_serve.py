@@ -504,7 +504,7 @@ def test_a_preparation_over_its_time_is_stopped_and_a_fresh_process_takes_its_pl
             prepared = await preparers.prepare("image", digit[0])
             return before, preparers.pids(), prepared
         finally:
-            preparers.close()
+            await preparers.close()
 
     before, after, prepared = asyncio.run(scenario())
     assert before.isdisjoint(after) and len(after) == 1

@@ -122,12 +122,16 @@ class Preparers:
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._replacing: set[asyncio.Task[None]] = set()
         self._workers: set[_Worker] = set()
+        self._closed = False
 
     async def start(self) -> None:
         await asyncio.gather(*(self._add() for _ in range(self.count)))
 
     async def _add(self) -> None:
         worker = await anyio.to_thread.run_sync(self._started_worker)
+        if self._closed:  # a replacement that finished starting after close()
+            worker.stop()
+            return
         self._workers.add(worker)
         self._idle.put_nowait(worker)
 
@@ -160,10 +164,13 @@ class Preparers:
         """The preparing processes now running."""
         return {worker.process.pid for worker in self._workers}
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop every preparing process, a replacement still starting included."""
+        self._closed = True
         for worker in self._workers:
             worker.stop()
         self._workers.clear()
+        await asyncio.gather(*self._replacing, return_exceptions=True)
 
 
 if __name__ == "__main__":

@@ -236,7 +236,7 @@ def make_app(session: Any, classes: list[str], limits: Limits | None = None) -> 
         try:
             yield
         finally:
-            served.preparers.close()
+            await served.preparers.close()
 
     app = FastAPI(title="MNIST digit classifier", description=__doc__, version="1", docs_url=None, redoc_url=None,
                   redirect_slashes=False, lifespan=lifespan)
