@@ -24,15 +24,18 @@ from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
 from pipeline.model.networks import build_model
-from pipeline.train.config import TrainConfig
+from pipeline.train.checkpoint import Checkpoint
+from pipeline.train.config import load_train_config
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import Checkpoint, TrainingData, fit
+from pipeline.train.loop import fit
+from pipeline.train.setup import TrainingData
 
 # lr: the best validation accuracy after 3 epochs among 0.003, 0.004, 0.005 and 0.006
-TRAINER = TrainConfig(model="mlp2", width=16, optimizer="adam", lr=0.005, momentum=0.9, nesterov=False,
-                      weight_decay=0.0, rotate_deg=0.0, zoom=0.0, ema_decay=0.0, tta_shifts=0,
-                      scheduler="onecycle", label_smoothing=0.0, augment=False, batch_size=256, epochs=1,
-                      patience=0, seed=0, device="cpu")
+# (a key added since takes params.yaml's value)
+TRAINER = dict(model="mlp2", width=16, optimizer="adam", lr=0.005, momentum=0.9, nesterov=False,
+               weight_decay=0.0, rotate_deg=0.0, zoom=0.0, ema_decay=0.0, tta_shifts=0,
+               scheduler="onecycle", label_smoothing=0.0, augment=False, batch_size=256, epochs=1,
+               patience=0, seed=0, device="cpu")
 
 
 def tutorial_loaders(raw: Path, root: Path) -> tuple[DataLoader, DataLoader]:
@@ -85,16 +88,17 @@ def run_tutorial(raw: Path, epochs: int, target: float, max_epochs: int) -> dict
             "to_target": reached}
 
 
-def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> dict[str, object]:
+def run_trainer(params_file: Path, prepared: Path, epochs: int, target: float, max_epochs: int) -> dict[str, object]:
     """This trainer: seconds per epoch over `epochs`, and the shortest run (own schedule) reaching `target`."""
     data = PreparedData.load(prepared)
     training, test = TrainingData.of(data), data.split("test")
+    trainer = replace(load_train_config(params_file), **TRAINER)
 
     def run(n: int) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(replace(TRAINER, epochs=n), training,
+            result = fit(replace(trainer, epochs=n), training,
                     ProcessInfo(), Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
-        model = for_inference(result.model, TRAINER.model, data.normalization)
+        model = for_inference(result.model, trainer.model, data.normalization)
         accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
         click.echo(f"trainer   {n} epoch(s): {result.train_seconds:.2f}s, test accuracy {accuracy:.4f}")
         return result.train_seconds, accuracy
@@ -115,14 +119,16 @@ def run_trainer(prepared: Path, epochs: int, target: float, max_epochs: int) -> 
 @click.option("--max-epochs", default=15, show_default=True)
 @click.option("--raw", default="data/raw", type=click.Path(path_type=Path), show_default=True)
 @click.option("--prepared", default="data/prepared", type=click.Path(path_type=Path), show_default=True)
+@click.option("--params", "params_file", default="params.yaml", type=click.Path(path_type=Path), show_default=True,
+              help="Where keys the trainer's recipe does not set come from.")
 @click.option("--out", default=None, type=click.Path(path_type=Path),
               help="Where to write the report [default: bench/results/local/mlp_speed.json, git-ignored].")
 @click.option("--update", is_flag=True, help="Replace the committed bench/results/mlp_speed.json instead.")
-def main(epochs: int, target: float, max_epochs: int, raw: Path, prepared: Path, out: Path | None,
-         update: bool) -> None:
+def main(epochs: int, target: float, max_epochs: int, raw: Path, prepared: Path, params_file: Path,
+         out: Path | None, update: bool) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     tutorial = run_tutorial(raw, epochs, target, max_epochs)
-    trainer = run_trainer(prepared, epochs, target, max_epochs)
+    trainer = run_trainer(params_file, prepared, epochs, target, max_epochs)
     per_image = (tutorial["seconds_per_epoch"] / tutorial["images_per_epoch"]) / (
         trainer["seconds_per_epoch"] / trainer["images_per_epoch"])
     report = {"machine": machine(), "epochs": epochs, "target": target, "tutorial": tutorial, "trainer": trainer,

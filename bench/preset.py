@@ -19,8 +19,7 @@ import yaml
 from bench.default_recipe import train_and_test
 from bench.report_file import machine, write_report
 from pipeline.common.errors import PipelineError
-from pipeline.common.params import read_params_file, validate
-from pipeline.train.config import TRAIN_PARAMS, TrainConfig
+from pipeline.train.config import TRAIN_PARAMS, TrainConfig, load_train_config
 
 
 def preset_config(overrides: tuple[str, ...], params_file: Path) -> tuple[TrainConfig, dict[str, object]]:
@@ -32,10 +31,10 @@ def preset_config(overrides: tuple[str, ...], params_file: Path) -> tuple[TrainC
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {', '.join(TRAIN_PARAMS)}")
         changes[key] = yaml.safe_load(value)
     try:
-        params = validate({**read_params_file(params_file), **changes}, TRAIN_PARAMS, f"{params_file} with -S")
+        cfg = load_train_config(params_file, changes)
     except PipelineError as exc:
         raise click.ClickException(str(exc)) from None
-    return TrainConfig(**{**params, "device": "cpu"}), changes
+    return replace(cfg, device="cpu"), changes
 
 
 @click.command(help=__doc__)

@@ -19,9 +19,11 @@ import torch
 from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.model_file import for_inference
+from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.config import load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
-from pipeline.train.loop import Checkpoint, TrainingData, fit, resolve_device
+from pipeline.train.loop import fit
+from pipeline.train.setup import TrainingData, resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +57,7 @@ def main(device: str, epochs: int | None, batch_size: int | None, params_file: P
             result = fit(cfg, TrainingData.of(prepared), info,
                     Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}),
                     lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
-                         if info.is_main else None)
+                         if info.is_main else None, device=torch_device)
     finally:
         destroy_process_group(info)
     if not info.is_main:

@@ -15,11 +15,13 @@ from pipeline.common.params import describe
 from pipeline.data.prepared import PreparedData
 from pipeline.model.model_file import ModelFile
 from pipeline.model.networks import build_model, count_parameters
+from pipeline.train.checkpoint import Checkpoint, fingerprint
 from pipeline.train.config import TRAIN_PARAMS, load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
-from pipeline.train.loop import Checkpoint, TrainingData, fingerprint, fit, resolve_device
+from pipeline.train.loop import fit
 from pipeline.train.platform_info import describe_platform
 from pipeline.train.record import clear_epoch_signal, plot_learning_curves, write_progress
+from pipeline.train.setup import TrainingData, resolve_device
 
 log = logging.getLogger("train")
 
@@ -77,7 +79,8 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
             log.info(epoch_line(record, cfg.epochs))
 
     try:
-        result = fit(cfg, splits, info, Checkpoint(checkpoint, run_id), on_epoch, show_progress=sys.stderr.isatty())
+        result = fit(cfg, splits, info, Checkpoint(checkpoint, run_id), on_epoch, show_progress=sys.stderr.isatty(),
+                     device=device)
     except KeyboardInterrupt:
         log.info("interrupted: completed epochs are in %s; run again to resume", checkpoint)
         sys.exit(130)

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from pipeline.common.cli import reports_errors, run
+from pipeline.common.errors import PipelineError
+from pipeline.common.params import parse_params, read_params_file
 from pipeline.verdict.compare import changed_files, committed_text, read_record, seed_tolerance, verdict
 
 PATHS = ("params.yaml", "metrics/train.json", "metrics/eval.json")
@@ -27,11 +29,12 @@ command that restores the committed record. Writes nothing.""")
               type=click.Path(path_type=Path))
 @reports_errors
 def main(params_file: Path, train_metrics: Path, eval_metrics: Path, tolerance_from: Path) -> None:
-    current = read_record(params_file.read_text(), train_metrics.read_text(), eval_metrics.read_text())
+    current = read_record(read_params_file(params_file), train_metrics.read_text(), eval_metrics.read_text())
     repo = Path.cwd()
     try:
-        committed = read_record(*(committed_text(repo, path) for path in PATHS))
-    except (subprocess.CalledProcessError, FileNotFoundError, KeyError, ValueError):
+        params, train, evaluation = (committed_text(repo, path) for path in PATHS)
+        committed = read_record(parse_params(params, "HEAD:params.yaml"), train, evaluation)
+    except (subprocess.CalledProcessError, FileNotFoundError, KeyError, ValueError, PipelineError):
         click.echo("[verdict] no committed record at HEAD to compare with")
         return
     for line in verdict(committed, current, seed_tolerance(tolerance_from), changed_files(repo)):

@@ -87,8 +87,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prep
 def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
     """models/model.pt of a CNN trained for 3 epochs on the `prepared` fixture (about 97% accurate)."""
     from pipeline.data.prepared import PreparedData
+    from pipeline.train.checkpoint import Checkpoint
     from pipeline.train.distributed import ProcessInfo
-    from pipeline.train.loop import Checkpoint, TrainingData, fit
+    from pipeline.train.loop import fit
+    from pipeline.train.setup import TrainingData
 
     folder = tmp_path_factory.mktemp("model")
     data = PreparedData.load(prepared)

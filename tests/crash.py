@@ -59,9 +59,9 @@ def arm(point: str) -> None:
     elif point == "after-rename":
         os.replace = crash_after(os.replace)
     elif point == "epoch":
-        import pipeline.train.loop
+        import pipeline.train.checkpoint
 
-        pipeline.train.loop.save_torch = crash_after(pipeline.train.loop.save_torch)
+        pipeline.train.checkpoint.save_torch = crash_after(pipeline.train.checkpoint.save_torch)
     elif point == "verify":
         import pipeline.export.formats
 

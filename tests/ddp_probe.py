@@ -15,7 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.model.networks import build_model
 from pipeline.train.distributed import ProcessInfo, destroy_process_group, init_process_group, process_info
-from pipeline.train.loop import Run, make_optimizer, train_one_epoch
+from pipeline.train.loop import train_steps
+from pipeline.train.setup import Run, make_optimizer
 from tests.helpers import quick_config
 
 BATCH = 64
@@ -27,7 +28,7 @@ def one_step(model: torch.nn.Module, network: torch.nn.Module, images: torch.Ten
                                scheduler="none", label_smoothing=0.0, augment=False), batch_size=BATCH)
     run = Run(cfg, info, model, make_optimizer(cfg, model.parameters()), None, None, images, labels, 0.0,
               len(labels))
-    train_one_epoch(run, network, torch.arange(len(labels)), None)
+    train_steps(run, network, torch.arange(len(labels)), None)
 
 
 def flat(model: torch.nn.Module) -> torch.Tensor:

@@ -8,21 +8,21 @@ import pytest
 import yaml
 
 from pipeline.common.errors import PipelineError
-from pipeline.common.params import ALL_KEYS, load_params, read_params_file, validate
-from pipeline.data.preparation import PREPROCESS_PARAMS
+from pipeline.common.params import load_params, validate
 from pipeline.data.sources import DOWNLOAD_PARAMS
-from pipeline.train.config import TRAIN_PARAMS, TrainConfig, load_train_config
+from pipeline.train.config import KNOWN_KEYS, STAGE_SCHEMAS, TrainConfig, load_train_config, read_params
 from tests.helpers import REPO
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
-SCHEMAS = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS, "train": TRAIN_PARAMS}
-SCHEMA = {key: spec for schema in SCHEMAS.values() for key, spec in schema.items()}
+SCHEMA = {key: spec for schema in STAGE_SCHEMAS.values() for key, spec in schema.items()}
+SOURCE = "params.yaml"
 
+# a value of the wrong type for each key besides the one every key refuses (a list of its default)
 WRONG_TYPE = {
-    "dataset": 3, "data_dir": 5, "val_size": "many", "split_seed": 2.5, "seed": 1.5, "model": ["cnn"],
-    "optimizer": None, "lr": "fast", "momentum": "high", "nesterov": "yes", "weight_decay": [0.1], "scheduler": 1,
-    "label_smoothing": True, "augment": 1, "width": 16.0, "rotate_deg": "wide", "zoom": False, "ema_decay": [],
-    "tta_shifts": "4", "batch_size": 32.0, "epochs": "3", "patience": False, "device": 0,
+    "dataset": 3, "data_dir": 5, "val_size": "many", "split_seed": 2.5, "seed": 1.5, "optimizer": None, "lr": "fast",
+    "momentum": "high", "nesterov": "yes", "scheduler": 1, "label_smoothing": True, "augment": 1, "width": 16.0,
+    "rotate_deg": "wide", "zoom": False, "tta_shifts": "4", "batch_size": 32.0, "epochs": "3", "patience": False,
+    "device": 0,
 }
 OUT_OF_RANGE = {
     "dataset": "cifar10", "data_dir": " ", "val_size": 0, "split_seed": -1, "seed": 2**32, "model": "resnet50",
@@ -33,40 +33,47 @@ OUT_OF_RANGE = {
 
 
 def test_each_key_is_read_by_exactly_one_stage_and_the_defaults_are_valid() -> None:
-    keys = [key for schema in SCHEMAS.values() for key in schema]
-    assert len(keys) == len(set(keys))
-    assert set(keys) == set(ALL_KEYS) == set(DEFAULTS) == set(WRONG_TYPE)
-    assert list(TRAIN_PARAMS) == list(TrainConfig.__dataclass_fields__)
+    keys = [key for schema in STAGE_SCHEMAS.values() for key in schema]
+    assert len(keys) == len(set(keys)) == len(KNOWN_KEYS)
+    assert set(keys) == set(DEFAULTS)
+    assert list(STAGE_SCHEMAS["train"]) == list(TrainConfig.__dataclass_fields__)
     assert load_train_config(REPO / "params.yaml").model == "cnn"
+    assert set(WRONG_TYPE) | set(OUT_OF_RANGE) <= set(keys)
 
 
 @pytest.mark.parametrize("key", sorted(SCHEMA))
 def test_missing_key_named(key: str) -> None:
     raw = {k: v for k, v in DEFAULTS.items() if k != key}
     with pytest.raises(PipelineError, match=f"missing key '{key}' \\({SCHEMA[key].allowed}\\)"):
-        validate(raw, SCHEMA)
+        validate(raw, SCHEMA, SOURCE)
+
+
+@pytest.mark.parametrize("key", sorted(SCHEMA))
+def test_a_list_is_the_wrong_type_for_every_key(key: str) -> None:
+    with pytest.raises(PipelineError, match=f"'{key}' must be {SCHEMA[key].allowed}, got \\["):
+        validate({**DEFAULTS, key: [DEFAULTS[key]]}, SCHEMA, SOURCE)
 
 
 @pytest.mark.parametrize(("key", "value"), sorted(WRONG_TYPE.items()))
 def test_wrong_type_named(key: str, value: object) -> None:
     with pytest.raises(PipelineError, match=f"'{key}' must be {SCHEMA[key].allowed}, got"):
-        validate({**DEFAULTS, key: value}, SCHEMA)
+        validate({**DEFAULTS, key: value}, SCHEMA, SOURCE)
 
 
 @pytest.mark.parametrize("value", [False, True, 4.0, 0.0])
 def test_a_choice_of_numbers_refuses_bools_and_floats_that_equal_one(value: object) -> None:
     with pytest.raises(PipelineError, match=f"'tta_shifts' must be 0, 4 or 8, got {value!r}"):
-        validate({**DEFAULTS, "tta_shifts": value}, SCHEMA)
+        validate({**DEFAULTS, "tta_shifts": value}, SCHEMA, SOURCE)
 
 
 @pytest.mark.parametrize(("key", "value"), sorted(OUT_OF_RANGE.items()))
 def test_out_of_range_named(key: str, value: object) -> None:
     with pytest.raises(PipelineError, match=f"'{key}' must be {SCHEMA[key].allowed}, got {value!r}"):
-        validate({**DEFAULTS, key: value}, SCHEMA)
+        validate({**DEFAULTS, key: value}, SCHEMA, SOURCE)
 
 
 def test_yaml_exponent_strings_accepted_for_numbers() -> None:
-    assert validate({**DEFAULTS, "lr": "1e-3"}, {"lr": SCHEMA["lr"]})["lr"] == pytest.approx(0.001)
+    assert validate({**DEFAULTS, "lr": "1e-3"}, {"lr": SCHEMA["lr"]}, SOURCE)["lr"] == pytest.approx(0.001)
 
 
 def write(tmp_path: Path, text: str | bytes) -> Path:
@@ -98,11 +105,11 @@ def test_a_stage_reads_only_its_own_keys(tmp_path: Path) -> None:
 def test_the_file_is_refused_whole_with_one_line(tmp_path: Path, text: str | bytes, message: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(PipelineError) as error:
-        read_params_file(path)
+        read_params(path)
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="params.yaml: not found"):
-        load_params(TRAIN_PARAMS, tmp_path / "params.yaml")
+        load_train_config(tmp_path / "params.yaml")

@@ -14,9 +14,11 @@ from pipeline.common.errors import PipelineError
 from pipeline.data.prepared import Normalization
 from pipeline.model.networks import build_model
 from pipeline.train import memory
+from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import Checkpoint, TrainingData, fit, resolve_device
+from pipeline.train.loop import fit
 from pipeline.train.memory import check_fits, training_bytes
+from pipeline.train.setup import TrainingData, resolve_device
 from stages import train
 from tests.helpers import invoke, quick_config, small_split
 

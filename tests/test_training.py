@@ -21,10 +21,11 @@ from pipeline.common.params import MAX_SEED
 from pipeline.data.prepared import Normalization, PreparedData
 from pipeline.model.model_file import load_model
 from pipeline.model.networks import MODELS, build_model
-from pipeline.train.config import load_train_config
+from pipeline.train.checkpoint import Checkpoint, fingerprint
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import Checkpoint, TrainingData, epoch_order, fingerprint, fit, resolve_device
+from pipeline.train.loop import epoch_order, fit
 from pipeline.train.platform_info import describe_platform
+from pipeline.train.setup import TrainingData, resolve_device
 from stages import train
 from tests.helpers import REPO, invoke, quick_config, small_split
 
@@ -72,15 +73,6 @@ def test_optimizers_and_schedulers_learn(prepared: Path, tmp_path: Path, optimiz
         assert rates == [lr, lr]
     else:  # cosine decays from the peak; one-cycle is past its peak after the first of two epochs
         assert lr > rates[0] > rates[1] >= 0, rates
-
-
-def test_cpu_training_is_bit_identical(prepared: Path, tmp_path: Path) -> None:
-    first = fit_prepared(prepared, tmp_path / "a.pt")
-    second = fit_prepared(prepared, tmp_path / "b.pt")
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in first.state.history]
-    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in second.state.history]
-    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "rotate_deg": 10.0, "zoom": 0.1}],
@@ -173,11 +165,15 @@ def test_a_diverging_run_stops_with_one_line(tmp_path: Path) -> None:
             Checkpoint(tmp_path / "ck.pt", {"run": "diverging"}))
 
 
-def test_the_largest_seed_runs_reproducibly_and_is_used(prepared: Path, tmp_path: Path) -> None:
+def test_cpu_training_is_bit_identical_for_a_seed_and_the_largest_seed_is_used(prepared: Path,
+                                                                                 tmp_path: Path) -> None:
+    """(A resumed run's equality with an uninterrupted one is `test_resume_ends_where_an_uninterrupted_run_ends`.)"""
     runs = [fit_prepared(prepared, tmp_path / f"ck{i}.pt", model="mlp", epochs=1, augment=True, seed=seed)
             for i, seed in enumerate((MAX_SEED, MAX_SEED, 0))]
     weights = [torch.cat([p.flatten() for p in run.model.state_dict().values()]) for run in runs]
     assert torch.equal(weights[0], weights[1])  # the same seed, the same bits
+    strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.state.history] for run in runs]
+    assert strip[0] == strip[1]  # and the same record
     assert not torch.equal(weights[0], weights[2])  # and not what another seed gives
     assert runs[0].state.history[-1]["val_acc"] > 0.5
 
@@ -281,30 +277,37 @@ def test_stage_rejects_bad_params_before_work(prepared: Path, tmp_path: Path, ke
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_two_cpu_processes_train_like_one_and_an_interrupted_two_process_run_resumes(prepared: Path,
-                                                                                     tmp_path: Path) -> None:
+def test_an_interrupted_two_process_run_resumes_to_the_model_an_uninterrupted_one_trains(prepared: Path,
+                                                                                         tmp_path: Path) -> None:
+    """Two CPU processes (gloo): a crash after epoch 1, a rerun that resumes, and the same bytes of weights and
+    the same record as two processes that were never stopped (one step's agreement with one process is
+    `test_ddp_averages_gradients_across_ranks`)."""
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
     params = write_params(tmp_path, epochs=3, model="cnn", device="cpu")
-    arguments = ["--params", str(params), "--data", str(data), "--model-out", str(tmp_path / "model.pt"),
-                 "--metrics", str(tmp_path / "train.json"), "--record-dir", str(tmp_path / "metrics"),
-                 "--checkpoint", str(tmp_path / "ck.pt")]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    crashed = subprocess.run([*torchrun, "tests.crash", "epoch", "stages.train", *arguments], cwd=REPO, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert crashed.returncode != 0 and (tmp_path / "ck.pt").exists() and not (tmp_path / "model.pt").exists()
-    done = subprocess.run([*torchrun, "stages.train", *arguments], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 process(es)" in done.stderr and "resuming from" in done.stderr and "after epoch 1" in done.stderr
-    summary = json.loads((tmp_path / "train.json").read_text())
-    assert summary["epochs_run"] == 3
-    one_process = fit(load_train_config(params), TrainingData.of(PreparedData.load(data)), ProcessInfo(),
-                      Checkpoint(tmp_path / "one.pt", {"run": "1"}))
-    assert abs(summary["val_acc"] - one_process.state.history[-1]["val_acc"]) < 0.02  # the same accuracy band
-    model, _ = load_model(tmp_path / "model.pt")
-    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+    def arguments(name: str) -> list[str]:
+        return ["--params", str(params), "--data", str(data), "--model-out", str(tmp_path / f"{name}.pt"),
+                "--metrics", str(tmp_path / f"{name}.json"), "--record-dir", str(tmp_path / name),
+                "--checkpoint", str(tmp_path / f"{name}-checkpoint.pt")]
+
+    crashed = subprocess.run([*torchrun, "tests.crash", "epoch", "stages.train", *arguments("resumed")], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode != 0 and (tmp_path / "resumed-checkpoint.pt").exists()
+    assert not (tmp_path / "resumed.pt").exists()
+    for name in ("resumed", "straight"):
+        done = subprocess.run([*torchrun, "stages.train", *arguments(name)], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "2 process(es)" in done.stderr
+        assert ("resuming from" in done.stderr and "after epoch 1" in done.stderr) == (name == "resumed")
+    resumed, straight = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("resumed", "straight"))
+    assert resumed["epochs_run"] == 3 and resumed == straight
+    (model, _), (reference, _) = load_model(tmp_path / "resumed.pt"), load_model(tmp_path / "straight.pt")
+    for (name, value), expected in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        assert torch.equal(value, expected), name
 
 
 def test_ddp_averages_gradients_across_ranks(tmp_path: Path) -> None:

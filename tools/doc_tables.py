@@ -9,21 +9,17 @@ from pathlib import Path
 import click
 import yaml
 
-from pipeline.common.params import Schema, read_params_file
-from pipeline.data.preparation import PREPROCESS_PARAMS
-from pipeline.data.sources import DOWNLOAD_PARAMS
-from pipeline.train.config import TRAIN_PARAMS
+from pipeline.train.config import STAGE_SCHEMAS, read_params
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "params.md"
-SCHEMAS: dict[str, Schema] = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS, "train": TRAIN_PARAMS}
 
 
 def params_table(params_file: Path = ROOT / "params.yaml") -> str:
     """Every key of params.yaml: its default, what is allowed, what it does and which stage reads it."""
-    defaults = read_params_file(params_file)
+    defaults = read_params(params_file)
     rows = ["| key | default | allowed | meaning | read by |", "|---|---|---|---|---|"]
-    for stage, schema in SCHEMAS.items():
+    for stage, schema in STAGE_SCHEMAS.items():
         for key, param in schema.items():
             default = str(defaults[key]).lower() if isinstance(defaults[key], bool) else defaults[key]
             rows.append(f"| `{key}` | `{default}` | {param.allowed} | {param.help} | {stage} |")

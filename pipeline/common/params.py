@@ -1,15 +1,16 @@
-"""Reading params.yaml strictly and validating a stage's keys against that stage's schema.
+"""The parts params.yaml is read with: a strict YAML reader, one `Param` per key, validation and help.
 
 Each stage's keys, with their rules and help, are defined beside that stage's work
-(`data.sources.DOWNLOAD_PARAMS`, `data.preparation.PREPROCESS_PARAMS`, `train.config.TRAIN_PARAMS`), so editing one
-stage's keys reruns only that stage. Every stage refuses the whole file when it has an unknown key.
+(`data.sources.DOWNLOAD_PARAMS`, `data.preparation.PREPROCESS_PARAMS`, the fields of `train.config.TrainConfig`),
+so editing one stage's keys reruns only that stage. Train, which reads the whole file, knows them all and refuses a
+key no stage reads.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,6 @@ import yaml
 
 from pipeline.common.errors import PipelineError
 
-ALL_KEYS = (
-    "dataset", "data_dir",                                   # download
-    "val_size", "split_seed",                                # preprocess
-    "model", "width", "optimizer", "lr", "momentum", "nesterov",  # train
-    "weight_decay", "scheduler", "label_smoothing", "augment", "rotate_deg", "zoom", "ema_decay", "tta_shifts",
-    "batch_size", "epochs", "patience", "seed", "device",
-)
 MAX_SEED = 2**32 - 1
 
 
@@ -37,6 +31,16 @@ class Param:
 
 
 Schema = Mapping[str, Param]
+
+
+def param(allowed: str, coerce: Callable[[Any], Any], help: str) -> Any:
+    """A config dataclass field that is also a key of params.yaml (see `schema_of`)."""
+    return field(metadata={"param": Param(allowed, coerce, help)})
+
+
+def schema_of(config: type) -> dict[str, Param]:
+    """The keys of a config dataclass whose fields were declared with `param`, in field order."""
+    return {f.name: f.metadata["param"] for f in fields(config) if "param" in f.metadata}
 
 
 def choice(*options: Any) -> Callable[[Any], Any]:
@@ -105,8 +109,21 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_params_file(path: Path | str = "params.yaml") -> dict[str, Any]:
-    """The whole file as a mapping: UTF-8, valid YAML, no duplicate and no unknown keys."""
+def parse_params(text: str, source: str) -> dict[str, Any]:
+    """params.yaml's text as a mapping: valid YAML, no key given twice. `source` names it in errors."""
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)
+    except PipelineError as exc:
+        raise PipelineError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: must be a mapping of key: value")
+    return raw
+
+
+def read_params_file(path: Path | str) -> dict[str, Any]:
+    """The file at `path` as a mapping: UTF-8 text, parsed by `parse_params` (any keys)."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -114,23 +131,10 @@ def read_params_file(path: Path | str = "params.yaml") -> dict[str, Any]:
         raise PipelineError(f"{path}: not found (run from the repository root)") from None
     except UnicodeDecodeError as exc:
         raise PipelineError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)
-    except PipelineError as exc:
-        raise PipelineError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{path}: must be a mapping of key: value")
-    for key in raw:
-        if key not in ALL_KEYS:
-            close = difflib.get_close_matches(str(key), ALL_KEYS, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(ALL_KEYS)})"
-            raise PipelineError(f"{path}: unknown key '{key}'{hint}")
-    return raw
+    return parse_params(text, str(path))
 
 
-def validate(raw: Mapping[str, Any], schema: Schema, source: str = "params.yaml") -> dict[str, Any]:
+def validate(raw: Mapping[str, Any], schema: Schema, source: str) -> dict[str, Any]:
     """Coerce the keys of `schema` from `raw`; raise PipelineError naming the first bad or missing key."""
     params = {}
     for key, spec in schema.items():
@@ -143,9 +147,18 @@ def validate(raw: Mapping[str, Any], schema: Schema, source: str = "params.yaml"
     return params
 
 
-def load_params(schema: Schema, path: Path | str = "params.yaml") -> dict[str, Any]:
-    """Read params.yaml strictly and return the validated values of `schema`'s keys."""
+def load_params(schema: Schema, path: Path | str) -> dict[str, Any]:
+    """The validated values of `schema`'s keys from the file at `path`."""
     return validate(read_params_file(path), schema, str(path))
+
+
+def refuse_unknown(raw: Mapping[str, Any], known: Sequence[str], source: str) -> None:
+    """Raise PipelineError naming the first key of `raw` not in `known`, with the closest known key."""
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+            raise PipelineError(f"{source}: unknown key '{key}'{hint}")
 
 
 def describe(schema: Schema) -> str:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 RESTORE = "git checkout HEAD -- dvc.lock metrics && dvc pull -r storage train export"
 
 
@@ -28,12 +26,14 @@ class Record:
     errors: int
 
 
-def read_record(params: str, train_metrics: str, eval_metrics: str) -> Record:
-    """A record from the texts of params.yaml, metrics/train.json and metrics/eval.json."""
+def read_record(params: dict[str, Any], train_metrics: str, eval_metrics: str) -> Record:
+    """A record from params.yaml's mapping and the texts of metrics/train.json and metrics/eval.json.
+
+    The params are read as strictly as the stages read them, but against no schema: a committed record may hold
+    keys this code no longer knows, and the verdict's job is then to name them as params that differ.
+    """
     train, evaluation = json.loads(train_metrics), json.loads(eval_metrics)
-    # read loosely, not with the stages' strict loader: a committed record may hold keys this code no longer
-    # knows, and the verdict's job is then to name them as params that differ, not to refuse the run
-    return Record(yaml.safe_load(params), train.get("platform", {}), evaluation["accuracy"], evaluation["errors"])
+    return Record(params, train.get("platform", {}), evaluation["accuracy"], evaluation["errors"])
 
 
 def committed_text(repo: Path, path: str) -> str:

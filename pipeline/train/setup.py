@@ -1,0 +1,148 @@
+"""What a training run starts from: its device, its data on that device, the network and its optimizer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.common.errors import ParamError, PipelineError
+from pipeline.data.prepared import Normalization, PreparedData, Split
+from pipeline.model.networks import build_model, uses_channels_last
+from pipeline.train.config import TrainConfig
+from pipeline.train.distributed import ProcessInfo
+from pipeline.train.memory import check_fits
+from pipeline.train.weight_average import WeightAverage
+
+# OneCycleLR's warm-up phase ends at pct_start * steps - 1; with fewer steps it is empty (a division by zero)
+ONECYCLE_MIN_STEPS = 5
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` -> cuda, else cpu; asking for an absent device is an error.
+
+    `auto` never picks Apple's MPS: it has no deterministic mode and is untested here, while the CPU path
+    is bit-reproducible. `device: mps` asks for it explicitly.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ParamError("'device' is cuda but no CUDA device is available (use auto or cpu)")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ParamError("'device' is mps but MPS is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The prepared splits a run trains and validates on, and the training set's normalization."""
+
+    train: Split
+    val: Split
+    normalization: Normalization
+
+    @classmethod
+    def of(cls, prepared: PreparedData) -> TrainingData:
+        """The training and validation splits of the prepared data."""
+        return cls(prepared.split("train"), prepared.split("val"), prepared.normalization)
+
+
+def device_tensors(split: Split, normalization: Normalization, device: torch.device,
+                   channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a split to the device once and normalize it once: float N x 1 x 28 x 28 and labels."""
+    images = split.images.to(device).unsqueeze(1).float().div_(255).sub_(normalization.mean).div_(normalization.std)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, split.labels.to(device)
+
+
+def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov), Adam or AdamW."""
+    params = list(params)
+    # fused on CPU and CUDA: one kernel per step for all parameters instead of a dozen small ones per tensor
+    fused = params[0].device.type in ("cpu", "cuda")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay, fused=fused)
+    optimizer = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer,
+                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A per-batch schedule over the whole run: one-cycle, cosine, or none."""
+    if cfg.scheduler == "onecycle":
+        if total_steps < ONECYCLE_MIN_STEPS:
+            raise ParamError(f"'scheduler' onecycle needs at least {ONECYCLE_MIN_STEPS} optimizer "
+                             f"steps, but 'epochs' {cfg.epochs} at 'batch_size' {cfg.batch_size} make "
+                             f"{total_steps}; raise epochs, lower batch_size or use another scheduler")
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
+                                                   pct_start=0.25, cycle_momentum=False)
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+@dataclass
+class Run:
+    """What one training run works on: the network and its optimizer state, and the data on the device."""
+
+    cfg: TrainConfig
+    info: ProcessInfo
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    ema: WeightAverage | None
+    images: torch.Tensor
+    labels: torch.Tensor
+    background: float
+    local_batch: int
+
+    @property
+    def kept(self) -> nn.Module:
+        """The network that is validated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dicts(self) -> dict[str, Any]:
+        """Model, optimizer, schedule and average: what a checkpoint stores of the run itself."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+                "ema": self.ema.state_dict() if self.ema is not None else {}}
+
+    def load_state_dicts(self, saved: dict[str, Any]) -> None:
+        """Continue from `state_dicts()` as a checkpoint stored them."""
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+
+
+def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info: ProcessInfo,
+              device: torch.device) -> Run:
+    """A freshly initialised run on `device`, checked to fit in its memory."""
+    channels_last = uses_channels_last(cfg.model)
+    local_batch = max(1, cfg.batch_size // info.world_size)
+    per_rank = len(train) // info.world_size
+    if per_rank == 0:
+        raise PipelineError(f"training set of {len(train)} images is smaller than {info.world_size} processes")
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.width)
+    check_fits(model, min(local_batch, per_rank), cfg, device)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images, labels = device_tensors(train, normalization, device, channels_last)
+    optimizer = make_optimizer(cfg, model.parameters())
+    scheduler = make_scheduler(cfg, optimizer, cfg.epochs * math.ceil(per_rank / local_batch))
+    # the averaged weights (and BatchNorm statistics) are what is validated and kept
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    background = -normalization.mean / normalization.std  # a blank pixel, normalized
+    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, background, local_batch)
