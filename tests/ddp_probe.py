@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.model.networks import build_model
 from pipeline.train.distributed import ProcessInfo, destroy_process_group, init_process_group, process_info
-from pipeline.train.loop import train_steps
+from pipeline.train.loop import shard, share_losses, train_steps
 from pipeline.train.setup import Run, make_optimizer
 from tests.helpers import quick_config
 
@@ -26,8 +26,8 @@ def one_step(model: torch.nn.Module, network: torch.nn.Module, images: torch.Ten
              info: ProcessInfo) -> None:
     cfg = replace(quick_config(model="mlp", optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.0,
                                scheduler="none", label_smoothing=0.0, augment=False), batch_size=BATCH)
-    run = Run(cfg, info, model, make_optimizer(cfg, model.parameters()), None, None, images, labels, 0.0,
-              len(labels))
+    run = Run(cfg, info, model, make_optimizer(cfg, model), None, None, images, labels, 0.0,
+              len(labels), torch.empty(0))
     train_steps(run, network, torch.arange(len(labels)), None)
 
 
@@ -48,11 +48,19 @@ def main(out: str) -> None:
     one_step(model, DistributedDataParallel(model), images[half], labels[half], info)
     weights = [torch.empty_like(flat(model)) for _ in range(info.world_size)]
     dist.all_gather(weights, flat(model))
+    # selective backprop: each rank knows the losses of its own share; after sharing, every rank knows them all
+    losses = torch.full((10,), -1.0)
+    mine = shard(torch.arange(9), info)  # images 8 (the remainder) and 9 are nobody's: they keep their old loss
+    losses[mine] = float(info.rank + 1)
+    share_losses(losses, mine, info)
+    gathered = [torch.empty_like(losses) for _ in range(info.world_size)]
+    dist.all_gather(gathered, losses)
     if info.is_main:
         one_step(reference, reference, images, labels, ProcessInfo())
         report = {"ranks_apart": (weights[0] - weights[1]).abs().max().item(),
                   "from_one_process": (weights[0] - flat(reference)).abs().max().item(),
-                  "moved": (weights[0] - initial).abs().max().item()}
+                  "moved": (weights[0] - initial).abs().max().item(),
+                  "shared_losses": [g.tolist() for g in gathered]}
         with open(out, "w") as fh:
             json.dump(report, fh)
     destroy_process_group(info)

@@ -91,6 +91,12 @@ def test_an_experiment_is_not_judged_as_a_reproduction() -> None:
         "compare with `dvc metrics diff` or `make compare`"]
 
 
+def test_a_key_only_one_side_has_is_named_as_none_on_the_other() -> None:
+    experiment = Record({"lr": 0.01, "select_after": 2}, PLATFORM, 0.9950, 50)
+    committed = Record({"lr": 0.01, "augment": True}, PLATFORM, 0.9954, 46)
+    assert "(augment True -> (none); select_after (none) -> 2)" in verdict(committed, experiment, (0.0008, ""), [])[0]
+
+
 def test_the_same_platform_with_another_result_is_named_as_other_code() -> None:
     lines = verdict(record(0.9954), record(0.9950), (0.0008, "5 seeds"), ["metrics/eval.json"])
     assert lines[0] == "this run trained on the committed record's platform, with other code than the committed record:"

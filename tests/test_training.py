@@ -62,7 +62,8 @@ def test_baselines_have_the_tutorials_shapes() -> None:
     assert shapes["mlp2"] == [(128, 784), (64, 128), (10, 64)]
 
 
-@pytest.mark.parametrize(("optimizer", "scheduler"), [("sgd", "cosine"), ("adam", "none"), ("adamw", "onecycle")])
+@pytest.mark.parametrize(("optimizer", "scheduler"), [("sgd", "cosine"), ("adam", "none"), ("adamw", "onecycle"),
+                                                     ("muon", "onecycle")])
 def test_optimizers_and_schedulers_learn(prepared: Path, tmp_path: Path, optimizer: str, scheduler: str) -> None:
     lr = 0.05 if optimizer == "sgd" else 0.003
     result = fit_prepared(prepared, tmp_path / "ck.pt", model="mlp", optimizer=optimizer, scheduler=scheduler, lr=lr,
@@ -75,8 +76,9 @@ def test_optimizers_and_schedulers_learn(prepared: Path, tmp_path: Path, optimiz
         assert lr > rates[0] > rates[1] >= 0, rates
 
 
-@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "rotate_deg": 10.0, "zoom": 0.1}],
-                         ids=["plain", "ema-affine"])
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "rotate_deg": 10.0, "zoom": 0.1},
+                                   {"optimizer": "muon", "select_fraction": 0.5, "select_after": 1}],
+                         ids=["plain", "ema-affine", "muon-selective"])
 def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: Path, extra: dict) -> None:
     reference = fit_prepared(prepared, tmp_path / "ref.pt", epochs=3, **extra)
     checkpoint = tmp_path / "ck.pt"
@@ -284,7 +286,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_model_an_uninterrupted_on
     `test_ddp_averages_gradients_across_ranks`)."""
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
-    params = write_params(tmp_path, epochs=3, model="cnn", device="cpu")
+    params = write_params(tmp_path, epochs=3, model="cnn", device="cpu", select_after=1)  # epochs 2, 3 selective
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -319,4 +321,6 @@ def test_ddp_averages_gradients_across_ranks(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["moved"] > 1e-3, report  # the step changed the weights
     assert report["ranks_apart"] == 0.0  # each rank saw other images: only an all-reduce makes them agree
+    expected = [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, -1.0, -1.0]  # 4 images each; 8 and 9 nobody's
+    assert report["shared_losses"] == [expected, expected]
     assert report["from_one_process"] < 1e-6, report  # the average of the halves' gradients is the whole batch's

@@ -24,7 +24,7 @@ from pipeline.data.preparation import PREPROCESS_PARAMS
 from pipeline.data.sources import DOWNLOAD_PARAMS
 from pipeline.model.networks import MODELS, TTA_OFFSETS
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("none", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -42,9 +42,12 @@ class TrainConfig:
     width: int = param("an integer from 4 to 256", integer(4, 256),
                        "CNN channels of the first convolution (the others are 2x and the hidden layer 4x); "
                        "MLPs ignore it")
-    optimizer: str = param(_one_of(OPTIMIZERS), choice(*OPTIMIZERS), "sgd (with momentum), adam or adamw")
+    optimizer: str = param(_one_of(OPTIMIZERS), choice(*OPTIMIZERS),
+                           "sgd (with momentum), adam, adamw, or muon (Muon for the weight matrices, AdamW for "
+                           "the rest)")
     lr: float = param("a number > 0 and < 10", number(0.0, 10.0, low_open=True), "peak learning rate")
-    momentum: float = param("a number >= 0 and < 1", number(0.0, 1.0), "SGD momentum (ignored by adam/adamw)")
+    momentum: float = param("a number >= 0 and < 1", number(0.0, 1.0),
+                            "SGD momentum (adam and adamw ignore it; muon uses 0.95)")
     nesterov: bool = param("true or false", boolean, "Nesterov momentum for SGD (needs momentum > 0)")
     weight_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0), "L2 penalty (decoupled for adamw)")
     scheduler: str = param(_one_of(SCHEDULERS), choice(*SCHEDULERS), "learning-rate schedule, stepped every batch")
@@ -61,6 +64,12 @@ class TrainConfig:
     tta_shifts: int = param("0, 4 or 8", choice(*TTA_OFFSETS),
                             "test-time augmentation in the saved and exported model: average the logits of the image "
                             "and its 4 (or 8) one-pixel shifts; 0 is off")
+    select_fraction: float = param("a number >= 0 and < 1", number(0.0, 1.0),
+                                   "selective backprop: after select_after full epochs, each epoch trains on this "
+                                   "fraction of the images, three quarters the hardest at their last visit and "
+                                   "the rest at random; 0 is off")
+    select_after: int = param("an integer from 1 to 1000", integer(1, 1000),
+                              "full epochs before selective backprop starts")
     batch_size: int = param("an integer from 1 to 65536", integer(1, 65536),
                             "global batch size (split across processes)")
     epochs: int = param("an integer from 1 to 1000", integer(1, 1000), "maximum number of epochs")

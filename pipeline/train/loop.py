@@ -22,6 +22,7 @@ from pipeline.train.checkpoint import Checkpoint, TrainState
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import ProcessInfo, all_sum, from_main, sync_buffers
 from pipeline.train.platform_info import make_deterministic
+from pipeline.train.selection import epoch_images, recalibrate_batchnorm, select, selective
 from pipeline.train.setup import Run, TrainingData, device_tensors, resolve_device, start_run
 from pipeline.train.validation import check_finite, host_sum, loss_and_accuracy
 
@@ -56,6 +57,8 @@ def fit(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, checkpoint: Che
         epoch = state.epoch
         started = time.perf_counter()
         loss_sum, correct, count = train_one_epoch(run, network, epoch, show_progress)
+        if cfg.select_fraction:  # part of the method, so part of the epoch's time
+            recalibrate_batchnorm(run.kept, run.images, cfg.seed, run.local_batch)
         seconds = time.perf_counter() - started
         val_loss, val_acc = loss_and_accuracy(run.kept, x_val, y_val, cfg.label_smoothing)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
@@ -71,8 +74,8 @@ def fit(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, checkpoint: Che
     kept = run.kept
     kept.load_state_dict(state.best_state)
     per_rank = len(data.train) // info.world_size
-    return FitResult(kept.cpu().eval(), state, sum(r["seconds"] for r in state.history),
-                     len(state.history) * per_rank * info.world_size, resumed_from)
+    images = sum(epoch_images(cfg, epoch, per_rank) for epoch in range(len(state.history))) * info.world_size
+    return FitResult(kept.cpu().eval(), state, sum(r["seconds"] for r in state.history), images, resumed_from)
 
 
 def keep_if_best(state: TrainState, record: dict[str, float], kept: nn.Module) -> None:
@@ -87,10 +90,17 @@ def keep_if_best(state: TrainState, record: dict[str, float], kept: nn.Module) -
 
 def epoch_order(n: int, seed: int, epoch: int, info: ProcessInfo) -> torch.Tensor:
     """This process's shard of a permutation that depends only on (seed, epoch): resumable, same on all ranks."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(n, generator=generator)
-    per_rank = n // info.world_size
-    return order[info.rank::info.world_size][:per_rank]
+    return shard(epoch_permutation(n, seed, epoch), info)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's order of all `n` images, the same in every process."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def shard(order: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
+    """This process's equal share of `order` (the remainder is left out)."""
+    return order[info.rank::info.world_size][:len(order) // info.world_size]
 
 
 def train_one_epoch(run: Run, network: nn.Module, epoch: int, show_progress: bool) -> tuple[float, int, int]:
@@ -102,9 +112,16 @@ def train_one_epoch(run: Run, network: nn.Module, epoch: int, show_progress: boo
     # augmentation: resumable per epoch, and each rank draws its own (rank 0 alone draws what one process would)
     torch.manual_seed(cfg.seed * 1_000_003 + info.rank * 1_000 + epoch)
     order = epoch_order(len(run.images), cfg.seed, epoch, info)  # every rank holds the whole training set
+    if selective(cfg, epoch):  # every process selects the same images from the same losses, then takes its share
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 500_000)
+        count = epoch_images(cfg, epoch, len(order)) * info.world_size
+        order = shard(select(epoch_permutation(len(run.images), cfg.seed, epoch), run.image_losses.cpu(), count,
+                             generator), info)
     bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False) \
         if show_progress and info.is_main else None
     totals = sum_over_processes(train_steps(run, network, order, bar), run.images.device, info)
+    if len(run.image_losses) and info.distributed:
+        share_losses(run.image_losses, order, info)
     for module in {id(m): m for m in (run.model, run.kept)}.values():
         sync_buffers(module, info)
     if run.images.device.type == "cuda":
@@ -138,7 +155,12 @@ def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
         batch, target = augment(run.images[index], cfg, run.background), run.labels[index]
         with autocast:
             logits = network(batch)
-        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+        if len(run.image_losses):  # selective backprop keeps every image's loss
+            each = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing, reduction="none")
+            run.image_losses[index] = each.detach()
+            loss = each.mean()
+        else:
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -152,6 +174,16 @@ def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
         if progress is not None:
             progress.update(len(target))
     return host_sum(losses, sizes), int(correct.item()), len(order)
+
+
+def share_losses(losses: torch.Tensor, order: torch.Tensor, info: ProcessInfo) -> None:
+    """Give every process the losses the others computed this epoch (each saw its own share, `order`)."""
+    seen = torch.zeros_like(losses)
+    seen[order.to(losses.device)] = 1
+    # gloo reduces host tensors, nccl CUDA ones
+    where = losses.device if losses.device.type == "cuda" else torch.device("cpu")
+    shared = all_sum(torch.stack([losses * seen, seen]).to(where), info).to(losses.device)
+    losses.copy_(torch.where(shared[1] > 0, shared[0], losses))
 
 
 def sum_over_processes(totals: tuple[float, int, int], device: torch.device,

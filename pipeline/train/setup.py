@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,8 @@ from pipeline.model.networks import build_model, uses_channels_last
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import ProcessInfo
 from pipeline.train.memory import check_fits
+from pipeline.train.muon import MuonAdamW, muon_parameters
+from pipeline.train.selection import total_steps
 from pipeline.train.weight_average import WeightAverage
 
 # OneCycleLR's warm-up phase ends at pct_start * steps - 1; with fewer steps it is empty (a division by zero)
@@ -62,9 +63,11 @@ def device_tensors(split: Split, normalization: Normalization, device: torch.dev
     return images, split.labels.to(device)
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov), Adam or AdamW."""
-    params = list(params)
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov), Adam, AdamW, or Muon with AdamW for `model`'s parameters."""
+    if cfg.optimizer == "muon":
+        return MuonAdamW(*muon_parameters(model), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
     # fused on CPU and CUDA: one kernel per step for all parameters instead of a dozen small ones per tensor
     fused = params[0].device.type in ("cpu", "cuda")
     if cfg.optimizer == "sgd":
@@ -103,6 +106,7 @@ class Run:
     labels: torch.Tensor
     background: float
     local_batch: int
+    image_losses: torch.Tensor  # selective backprop: each training image's loss at its last visit (else empty)
 
     @property
     def kept(self) -> nn.Module:
@@ -113,7 +117,7 @@ class Run:
         """Model, optimizer, schedule and average: what a checkpoint stores of the run itself."""
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
-                "ema": self.ema.state_dict() if self.ema is not None else {}}
+                "ema": self.ema.state_dict() if self.ema is not None else {}, "image_losses": self.image_losses}
 
     def load_state_dicts(self, saved: dict[str, Any]) -> None:
         """Continue from `state_dicts()` as a checkpoint stored them."""
@@ -123,6 +127,7 @@ class Run:
             self.scheduler.load_state_dict(saved["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(saved["ema"])
+        self.image_losses.copy_(saved["image_losses"])
 
 
 def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info: ProcessInfo,
@@ -140,9 +145,11 @@ def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     images, labels = device_tensors(train, normalization, device, channels_last)
-    optimizer = make_optimizer(cfg, model.parameters())
-    scheduler = make_scheduler(cfg, optimizer, cfg.epochs * math.ceil(per_rank / local_batch))
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, total_steps(cfg, per_rank, local_batch))
     # the averaged weights (and BatchNorm statistics) are what is validated and kept
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     background = -normalization.mean / normalization.std  # a blank pixel, normalized
-    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, background, local_batch)
+    # unseen images count as the hardest (every image is seen in the full epochs before selection starts)
+    image_losses = torch.full((len(train) if cfg.select_fraction else 0,), math.inf, device=device)
+    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, background, local_batch, image_losses)

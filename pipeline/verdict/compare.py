@@ -68,10 +68,17 @@ def describe(platform: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+ABSENT = object()
+
+
 def differing_params(committed: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Each param that differs, as `key old -> new`; a key only one side has shows `(none)` on the other."""
+    def shown(value: Any) -> str:
+        return "(none)" if value is ABSENT else repr(value)
+
     keys = sorted(set(committed) | set(current))
-    return [f"{key} {committed.get(key)!r} -> {current.get(key)!r}" for key in keys
-            if committed.get(key) != current.get(key)]
+    return [f"{key} {shown(committed.get(key, ABSENT))} -> {shown(current.get(key, ABSENT))}" for key in keys
+            if committed.get(key, ABSENT) != current.get(key, ABSENT)]
 
 
 def verdict(committed: Record, current: Record, tolerance: tuple[float, str], changed: list[str]) -> list[str]:
