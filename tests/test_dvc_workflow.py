@@ -46,7 +46,7 @@ CODE_EDITS = {
     "pipeline/train/record.py": {"train"},
     "pipeline/train/__init__.py": {"train"},
     "pipeline/model/networks.py": {"train", "evaluate", "export"},
-    "pipeline/common/params.py": {"download", "preprocess", "train"},
+    "pipeline/common/params.py": {"download", "preprocess", "train", "verdict"},
     "pipeline/export/onnx_session.py": {"export"},
     "pipeline/inference/prediction.py": set(),
 }
