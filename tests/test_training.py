@@ -23,7 +23,7 @@ from pipeline.model.model_file import load_model
 from pipeline.model.networks import MODELS, build_model
 from pipeline.train.checkpoint import Checkpoint, fingerprint
 from pipeline.train.distributed import ProcessInfo
-from pipeline.train.loop import epoch_order, fit
+from pipeline.train.loop import epoch_permutation, fit, shard
 from pipeline.train.platform_info import describe_platform
 from pipeline.train.setup import TrainingData, resolve_device
 from stages import train
@@ -205,10 +205,11 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_at_the_same_epoch_after_a
 
 
 def test_shards_partition_each_epoch() -> None:
-    shards = [epoch_order(103, 5, 2, ProcessInfo(rank, 2)) for rank in range(2)]
+    shards = [shard(epoch_permutation(103, 5, 2), ProcessInfo(rank, 2)) for rank in range(2)]
     assert len(shards[0]) == len(shards[1]) == 51
     assert not set(shards[0].tolist()) & set(shards[1].tolist())
-    assert torch.equal(epoch_order(103, 5, 2, ProcessInfo()), epoch_order(103, 5, 2, ProcessInfo()))
+    assert torch.equal(epoch_permutation(103, 5, 2), epoch_permutation(103, 5, 2))
+    assert sorted(epoch_permutation(103, 5, 2).tolist()) == list(range(103))
 
 
 @pytest.mark.may_skip_in_ci("a CI machine with a GPU has CUDA")

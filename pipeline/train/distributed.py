@@ -50,6 +50,11 @@ def destroy_process_group(info: ProcessInfo) -> None:
         dist.destroy_process_group()
 
 
+def reduction_device(device: torch.device) -> torch.device:
+    """Where a tensor must be for a collective: gloo reduces host tensors, nccl CUDA ones."""
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def all_sum(values: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
     """Sum a tensor over all processes (identity for one process)."""
     if info.distributed:

@@ -20,7 +20,7 @@ from pipeline.model.networks import uses_channels_last
 from pipeline.train.augmentation import random_affine, random_shift
 from pipeline.train.checkpoint import Checkpoint, TrainState
 from pipeline.train.config import TrainConfig
-from pipeline.train.distributed import ProcessInfo, all_sum, from_main, sync_buffers
+from pipeline.train.distributed import ProcessInfo, all_sum, from_main, reduction_device, sync_buffers
 from pipeline.train.platform_info import make_deterministic
 from pipeline.train.selection import epoch_images, recalibrate_batchnorm, select, selective
 from pipeline.train.setup import Run, TrainingData, device_tensors, resolve_device, start_run
@@ -88,13 +88,9 @@ def keep_if_best(state: TrainState, record: dict[str, float], kept: nn.Module) -
         state.bad_epochs += 1
 
 
-def epoch_order(n: int, seed: int, epoch: int, info: ProcessInfo) -> torch.Tensor:
-    """This process's shard of a permutation that depends only on (seed, epoch): resumable, same on all ranks."""
-    return shard(epoch_permutation(n, seed, epoch), info)
-
-
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The epoch's order of all `n` images, the same in every process."""
+    """The epoch's order of all `n` images: it depends only on (seed, epoch), so it is resumable and the same
+    in every process."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
@@ -111,12 +107,12 @@ def train_one_epoch(run: Run, network: nn.Module, epoch: int, show_progress: boo
     cfg, info = run.cfg, run.info
     # augmentation: resumable per epoch, and each rank draws its own (rank 0 alone draws what one process would)
     torch.manual_seed(cfg.seed * 1_000_003 + info.rank * 1_000 + epoch)
-    order = epoch_order(len(run.images), cfg.seed, epoch, info)  # every rank holds the whole training set
+    order = epoch_permutation(len(run.images), cfg.seed, epoch)  # every rank holds the whole training set
     if selective(cfg, epoch):  # every process selects the same images from the same losses, then takes its share
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch + 500_000)
-        count = epoch_images(cfg, epoch, len(order)) * info.world_size
-        order = shard(select(epoch_permutation(len(run.images), cfg.seed, epoch), run.image_losses.cpu(), count,
-                             generator), info)
+        count = epoch_images(cfg, epoch, len(order) // info.world_size) * info.world_size
+        order = select(order, run.image_losses.cpu(), count, generator)
+    order = shard(order, info)
     bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False) \
         if show_progress and info.is_main else None
     totals = sum_over_processes(train_steps(run, network, order, bar), run.images.device, info)
@@ -180,9 +176,8 @@ def share_losses(losses: torch.Tensor, order: torch.Tensor, info: ProcessInfo) -
     """Give every process the losses the others computed this epoch (each saw its own share, `order`)."""
     seen = torch.zeros_like(losses)
     seen[order.to(losses.device)] = 1
-    # gloo reduces host tensors, nccl CUDA ones
-    where = losses.device if losses.device.type == "cuda" else torch.device("cpu")
-    shared = all_sum(torch.stack([losses * seen, seen]).to(where), info).to(losses.device)
+    shared = all_sum(torch.stack([losses * seen, seen]).to(reduction_device(losses.device)), info)
+    shared = shared.to(losses.device)
     losses.copy_(torch.where(shared[1] > 0, shared[0], losses))
 
 
@@ -191,7 +186,7 @@ def sum_over_processes(totals: tuple[float, int, int], device: torch.device,
     """An epoch's (loss sum, correct, count) added up over all processes (as they are, for one process)."""
     if not info.distributed:
         return totals
-    # gloo reduces host tensors; nccl only CUDA ones, which have float64 (MPS, which has not, has no DDP)
-    where = device if device.type == "cuda" else torch.device("cpu")
-    loss_sum, correct, count = all_sum(torch.tensor(totals, dtype=torch.float64, device=where), info).tolist()
+    # in float64, which CUDA has (MPS, which has not, has no DDP)
+    loss_sum, correct, count = all_sum(torch.tensor(totals, dtype=torch.float64, device=reduction_device(device)),
+                                       info).tolist()
     return loss_sum, int(correct), int(count)
