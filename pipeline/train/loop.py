@@ -116,7 +116,7 @@ def train_one_epoch(run: Run, network: nn.Module, epoch: int, show_progress: boo
     bar = tqdm(total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img", leave=False) \
         if show_progress and info.is_main else None
     totals = sum_over_processes(train_steps(run, network, order, bar), run.images.device, info)
-    if len(run.image_losses) and info.distributed:
+    if cfg.select_fraction and info.distributed:
         share_losses(run.image_losses, order, info)
     for module in {id(m): m for m in (run.model, run.kept)}.values():
         sync_buffers(module, info)
@@ -151,7 +151,7 @@ def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
         batch, target = augment(run.images[index], cfg, run.background), run.labels[index]
         with autocast:
             logits = network(batch)
-        if len(run.image_losses):  # selective backprop keeps every image's loss
+        if cfg.select_fraction:  # selective backprop keeps every image's loss
             each = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing, reduction="none")
             run.image_losses[index] = each.detach()
             loss = each.mean()
