@@ -49,6 +49,11 @@ def thin_pen(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return on_paper(pen_drawing(digit, 1000, 700, 4))
 
 
+def pens_on_large_page(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A pen from 5 to 15 px wide (drawn per digit) on a 1000 px white page, the digit filling most of it."""
+    return on_paper(pen_drawing(digit, 1000, 700, float(rng.uniform(5, 15))))
+
+
 def thin_pen_small(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """A 2 px pen on a 300 px page."""
     return on_paper(pen_drawing(digit, 300, 200, 2))
@@ -121,6 +126,7 @@ class Form:
 
 FORMS = (
     Form("thin pen, 1000 px", thin_pen),
+    Form("5-15 px pens, 1000 px", pens_on_large_page),
     Form("thin pen, 300 px", thin_pen_small),
     Form("thick pen", thick_pen),
     Form("inverted", inverted),

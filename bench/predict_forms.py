@@ -2,12 +2,16 @@
 
 Needs `dvc repro` (data/prepared/test.pt and models/model.onnx). Each form gets the same digits (the
 first N of the test split), written to files and read back through `python -m stages.predict`'s own
-code path. Writes bench/results/local/predict_forms.json (`--update` replaces the committed
-bench/results/predict_forms.json).
+code path. With `--previous DIR` (a checkout of an earlier revision with its models/model.onnx), the same
+files also go through that revision's `python -m stages.predict --json`, side by side. Writes
+bench/results/local/predict_forms.json (`--update` replaces the committed bench/results/predict_forms.json).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,16 +46,29 @@ def form_accuracy(session: object, files: list[Path], labels: np.ndarray) -> tup
     return right / len(files), sum("error" in r for r in results)
 
 
+def previous_accuracy(checkout: Path, files: list[Path], labels: np.ndarray) -> float:
+    """Share of files that `checkout`'s own predict command labels correctly (its code, its model)."""
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "--json", *map(str, files)], cwd=checkout,
+                          capture_output=True, text=True, timeout=600)
+    results = json.loads(done.stdout)
+    return sum(str(r.get("label")) == str(label) for r, label in zip(results, labels, strict=True)) / len(files)
+
+
 @click.command(help=__doc__)
 @click.option("--digits", default=300, show_default=True, help="Test digits per form.")
 @click.option("--model", default="models/model.onnx", show_default=True, type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--previous", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A checkout of an earlier revision, with its models/model.onnx, to read the same files beside.")
 @click.option("--update", is_flag=True, help="Replace the committed results instead of writing to results/local/.")
-def main(digits: int, model: Path, data: Path, update: bool) -> None:
+def main(digits: int, model: Path, data: Path, previous: Path | None, update: bool) -> None:
     test = load_split(data / "test.pt")
     images, labels = test.images[:digits].numpy(), test.labels[:digits].numpy()
     session = open_session(model)
     report: dict[str, object] = {"machine": machine(), "digits_per_form": digits, "forms": {}}
+    if previous is not None:
+        report["previous"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=previous, text=True,
+                                            capture_output=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         for form in FORMS:
             files = form_files(form, images, Path(tmp) / form.name.replace(" ", "_").replace(",", ""))
@@ -60,8 +77,12 @@ def main(digits: int, model: Path, data: Path, update: bool) -> None:
             seconds = time.perf_counter() - started
             report["forms"][form.name] = {"accuracy": round(accuracy, 4), "unreadable": failed,
                                           "ms_per_image": round(1000 * seconds / digits, 1)}
-            click.echo(f"{form.name:<20} {accuracy:7.2%}  ({failed} unreadable, "
-                       f"{1000 * seconds / digits:.0f} ms/image)")
+            beside = ""
+            if previous is not None:
+                report["forms"][form.name]["previous_accuracy"] = round(previous_accuracy(previous, files, labels), 4)
+                beside = f"  previous revision {report['forms'][form.name]['previous_accuracy']:7.2%}"
+            click.echo(f"{form.name:<22} {accuracy:7.2%}  ({failed} unreadable, "
+                       f"{1000 * seconds / digits:.0f} ms/image){beside}")
     click.echo(f"-> {write_report('predict_forms', report, update)}")
 
 

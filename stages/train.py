@@ -68,7 +68,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)),
                          platform)
 
-    parameters = count_parameters(build_model(cfg.model, cfg.width))
+    parameters = count_parameters(build_model(cfg.model, cfg.width, cfg.standardize))
     history: list[dict[str, float]] = []
 
     def on_epoch(record: dict[str, float]) -> None:

@@ -96,7 +96,8 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> P
     data = PreparedData.load(prepared)
     cfg = quick_config(epochs=3, augment=False)
     result = fit(cfg, TrainingData.of(data), ProcessInfo(), Checkpoint(folder / "checkpoint.pt", {"run": "fixture"}))
-    ModelFile.of(cfg.model, result.model, data.normalization, data.classes, {"epochs": cfg.epochs}).save(
+    ModelFile.of(cfg.model, result.model, data.normalization, data.classes,
+                 {"epochs": cfg.epochs, "standardize": cfg.standardize}).save(
         folder / "model.pt")
     return folder / "model.pt"
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from pipeline.data.prepared import Normalization
 from pipeline.model.networks import build_model
 from pipeline.train.distributed import ProcessInfo, destroy_process_group, init_process_group, process_info
 from pipeline.train.loop import shard, share_losses, train_steps
@@ -26,7 +27,7 @@ def one_step(model: torch.nn.Module, network: torch.nn.Module, images: torch.Ten
              info: ProcessInfo) -> None:
     cfg = replace(quick_config(model="mlp", optimizer="sgd", lr=0.5, momentum=0.0, weight_decay=0.0,
                                scheduler="none", label_smoothing=0.0, augment=False), batch_size=BATCH)
-    run = Run(cfg, info, model, make_optimizer(cfg, model), None, None, images, labels, 0.0,
+    run = Run(cfg, info, model, make_optimizer(cfg, model), None, None, images, labels, Normalization(0.0, 1.0),
               len(labels), torch.empty(0))
     train_steps(run, network, torch.arange(len(labels)), None)
 

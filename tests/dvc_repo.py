@@ -18,7 +18,7 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MNIST_OFFLINE": "1",
        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
        "GIT_COMMITTER_EMAIL": "test@example.com", "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1"}
-STAGES = ("download", "preprocess", "train", "evaluate", "export")
+STAGES = ("download", "preprocess", "corrupt", "train", "evaluate", "export", "robustness")
 # the MLP keeps each of the many tiny pipeline runs short; tests that need a longer run ask for the CNN
 TINY_PARAMS = {"dataset": "custom", "val_size": 100, "epochs": 1, "batch_size": 128, "device": "cpu", "model": "mlp"}
 

@@ -196,6 +196,16 @@ def test_one_sweep_command_queues_the_whole_grid_and_two_workers_run_all_of_it(d
     rows = [line.split() for line in compared if "├──" in line or "└──" in line]
     shown = [float(row[accuracy + 2]) for row in rows]  # a row has '├──', the revision and the name first
     assert len(shown) == 2 and shown == sorted(shown, reverse=True), "\n".join(compared)
+    assert {"direct.mean", "predict.mean"} <= set(header), "robustness is not beside accuracy:\n" + "\n".join(compared)
+
+
+def test_metrics_show_has_robustness_beside_accuracy(dvc_repo: Path) -> None:
+    shown = json.loads(dvc(dvc_repo, "metrics", "show", "--json").stdout)
+    metrics = next(iter(shown.values()))["data"]
+    robustness = metrics["metrics/robustness.json"]["data"]
+    assert 0 < metrics["metrics/eval.json"]["data"]["accuracy"] <= 1
+    for path in ("direct", "predict"):
+        assert 0 <= robustness[path]["mean"] <= 1 and 0 <= robustness[path]["held_out_mean"] <= 1
 
 
 def compare(repo: Path) -> list[str]:

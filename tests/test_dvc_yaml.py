@@ -80,6 +80,7 @@ MAY_IMPORT = {
     "export": {"common", "data", "model", "evaluate"},
     "inference": {"common", "model", "export"},
     "verdict": {"common"},
+    "robustness": {"common", "data", "inference", "export"},
 }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from bench.digit_forms import FORMS, Form, faint_with_specks, on_paper, pen_drawing, thin_pen
 from bench.predict_forms import form_accuracy, form_files
@@ -13,7 +14,8 @@ from pipeline.common.errors import PipelineError
 from pipeline.data.prepared import load_split
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.export.onnx_session import open_session, run_logits
-from pipeline.inference.digit_image import to_mnist
+from pipeline.inference import digit_image
+from pipeline.inference.digit_image import readings, scaled_by_range, to_mnist
 from pipeline.model.model_file import load_model
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
@@ -72,6 +74,16 @@ def test_no_image_reaches_a_nan_only_a_digit_or_a_one_line_refusal(seed: int) ->
         assert digit.shape == (28, 28) and np.isfinite(digit).all() and digit.max() == 1
 
 
+def test_gray_levels_as_far_apart_as_a_float_allows_are_read_as_a_digit() -> None:
+    """+-1e308 overflowed the range to infinity (every level NaN, and a server error); now the range is exact."""
+    values = np.zeros((28, 28))
+    values[4:24, 13:16] = 1e308
+    values[0, 0] = -1e308
+    pixels = to_mnist(scaled_by_range(values))
+    rows, cols = np.nonzero(pixels > 0.5)
+    assert np.isfinite(pixels).all() and rows.max() - rows.min() >= 18 and cols.max() - cols.min() <= 6  # the bar
+
+
 @pytest.mark.parametrize("shade", [0.3, 0.45, 0.6])
 def test_a_pencil_digit_beside_a_black_blot_is_read_at_every_shade(shade: float, exported: Path,
                                                                   prepared: Path) -> None:
@@ -84,3 +96,43 @@ def test_a_pencil_digit_beside_a_black_blot_is_read_at_every_shade(shade: float,
         pixels = to_mnist(page, "page")  # at 0.45 the blot once left no stroke to measure: a NaN, a 500
         assert np.isfinite(pixels).all()
         assert int(run_logits(session, pixels[None, None]).argmax()) == label
+
+
+def test_a_pen_thinner_than_a_block_keeps_half_its_ink_on_the_reduced_copy() -> None:
+    """A 1 px dark line on a 1000 px page, looked at on a copy reduced 4 times: block means alone fade it to a
+    quarter of its darkness, and its strokes broke there."""
+    page = np.ones((1000, 1000), dtype=np.float32)
+    page[:, 501] = 0.0
+    reduced = digit_image._stroke_reduced(page, 4, dark_ink=True)
+    assert reduced.shape == (250, 250)
+    assert float(reduced[:, 125].max()) <= 0.5 and float(reduced[:, 124].min()) == 1.0
+
+
+def test_blurred_ink_is_left_as_it_is_and_sharp_ink_is_brought_to_mnist_width() -> None:
+    sharp = np.zeros((40, 40), dtype=np.float32)
+    sharp[5:35, 18:22] = 1.0  # 4 px wide: far from the 2.4 px of MNIST's scale, so it is thinned
+    assert not np.array_equal(digit_image.normalize_stroke(sharp, 1.0), sharp)
+    blurred = ndimage.gaussian_filter(sharp, 3)
+    blurred /= blurred.max()
+    assert np.array_equal(digit_image.normalize_stroke(blurred, 1.0), blurred)
+
+
+def test_a_band_from_edge_to_edge_is_left_out_of_the_digit_but_a_digit_alone_is_kept() -> None:
+    ink = np.zeros((60, 60), dtype=np.float32)
+    ink[:, :6] = 1.0  # a lit band down the left side
+    ink[15:45, 28:32] = 1.0  # the digit: a bar in the middle
+    rows, cols = digit_image.digit_region(ink, "x")
+    assert (cols.start, cols.stop, rows.start, rows.stop) == (28, 32, 15, 45)
+    alone = np.zeros((60, 60), dtype=np.float32)
+    alone[:, 28:32] = 1.0  # a 1 cropped tight, top to bottom: the only mark, so it stays
+    assert digit_image.digit_region(alone, "x") == (slice(0, 60), slice(28, 32))
+
+
+def test_marks_that_span_the_image_are_also_read_as_the_whole_image() -> None:
+    page = np.zeros((28, 28), dtype=np.float32)
+    page[6:22, 12:15] = 1.0  # a small bar: read one way
+    assert readings(page).shape == (1, 28, 28)
+    page[14, :] = 1.0  # a line across joins it: the whole image is read too
+    both = readings(page)
+    assert both.shape == (2, 28, 28)
+    assert np.allclose(both[1][14], 1.0, atol=0.05) and both[1][:, 13].max() == 1.0  # the page as it is

@@ -135,6 +135,7 @@ def ico_declaring(side: int) -> bytes:
 
 HOSTILE = {  # name: (body, content type, status, part of the error)
     "pixels above 2^32-1": (b'{"pixels": [[0, 5e9]]}', "application/json", 422, "no digit found"),
+    "pixels of +-1e308": (b'{"pixels": [[1e308, -1e308, 0]]}', "application/json", 422, "no digit found"),
     "a 400-digit integer": (b'{"pixels": [[' + b"9" * 400 + b"]]}", "application/json", 400, "a float can hold"),
     "deeply nested JSON": (b"[" * 100_000, "application/json", 400, "nested too deeply"),
     "NaN in JSON": (b'{"pixels": [[NaN]]}', "application/json", 400, "malformed JSON"),

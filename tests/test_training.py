@@ -170,13 +170,15 @@ def test_a_diverging_run_stops_with_one_line(tmp_path: Path) -> None:
 def test_cpu_training_is_bit_identical_for_a_seed_and_the_largest_seed_is_used(prepared: Path,
                                                                                  tmp_path: Path) -> None:
     """(A resumed run's equality with an uninterrupted one is `test_resume_ends_where_an_uninterrupted_run_ends`.)"""
-    runs = [fit_prepared(prepared, tmp_path / f"ck{i}.pt", model="mlp", epochs=1, augment=True, seed=seed)
-            for i, seed in enumerate((MAX_SEED, MAX_SEED, 0))]
+    runs = [fit_prepared(prepared, tmp_path / f"ck{i}.pt", model="mlp", epochs=1, augment=True, seed=seed,
+                         corrupt_fraction=fraction)
+            for i, (seed, fraction) in enumerate(((MAX_SEED, 0.5), (MAX_SEED, 0.5), (0, 0.5), (MAX_SEED, 0.0)))]
     weights = [torch.cat([p.flatten() for p in run.model.state_dict().values()]) for run in runs]
     assert torch.equal(weights[0], weights[1])  # the same seed, the same bits
     strip = [[{k: v for k, v in r.items() if k != "seconds"} for r in run.state.history] for run in runs]
     assert strip[0] == strip[1]  # and the same record
     assert not torch.equal(weights[0], weights[2])  # and not what another seed gives
+    assert not torch.equal(weights[0], weights[3])  # the corrupted images are what it trained on
     assert runs[0].state.history[-1]["val_acc"] > 0.5
 
 

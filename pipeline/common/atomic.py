@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -98,6 +96,8 @@ def save_torch(path: Path | str, obj: Any) -> None:
     torch.save names the archive inside the file after the file it writes to; saving through a
     buffer keeps the random temporary name out, so equal objects give equal bytes (and DVC hashes).
     """
+    import torch  # here, so that the stages that write no tensors (robustness) never import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     with atomic_path(path) as tmp:

@@ -38,3 +38,14 @@ def run_logits(session: Any, pixels: np.ndarray, batch: int = 1000) -> np.ndarra
     """Logits for float32 N x 1 x 28 x 28 pixels, in batches."""
     return np.concatenate([session.run(None, {INPUT_NAME: pixels[i:i + batch]})[0]
                            for i in range(0, len(pixels), batch)])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def surest(probabilities: np.ndarray) -> int:
+    """Which of several readings of one image (K x classes probabilities) the model is surest of."""
+    return int(probabilities.max(axis=1).argmax())

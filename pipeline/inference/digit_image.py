@@ -43,6 +43,9 @@ LEVEL_SIDE = 256  # the marks that set the ink level are found on a copy at most
 NOISE_FLOOR = 0.12  # ink weaker than this share of the strongest is noise, haze or JPEG ringing
 MARK = 0.3  # ink above this share of the strongest counts as part of a mark
 MIN_SHARE = 0.08  # a mark with less than this share of the largest mark's ink is a speck
+SOFT_SHARE = 0.6  # ink is blurred when its faint pixels outnumber its solid ones by this (sharp strokes: < 0.45)
+WHOLE_FRAME = 0.7  # marks that span this share of the image's longer side are read as the whole image too
+BAND = 0.3  # a mark across the whole image no wider than this share of it is a band or a frame, not a digit
 MIN_EXTENT = 0.02  # a digit spans at least this share of the image's longer side (and 4 pixels)
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's 16/32-bit integer and float gray
 
@@ -60,7 +63,8 @@ def scaled_by_range(values: np.ndarray) -> np.ndarray:
         return (values / top).astype(np.float32)
     if low >= 0 and high <= 1:
         return values.astype(np.float32)
-    return ((values - low) / max(high - low, 1e-12)).astype(np.float32)
+    # in halves, exactly: the range of finite values as far apart as +-1e308 would overflow to infinity
+    return ((values / 2 - low / 2) / max(high / 2 - low / 2, 1e-12)).astype(np.float32)
 
 
 def decode_image(source: bytes | BinaryIO, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -198,15 +202,21 @@ def _median3(values: np.ndarray) -> np.ndarray:
     return median
 
 
-def ink_map(image: np.ndarray) -> np.ndarray:
-    """How much ink each pixel holds, in [0, 1] relative to the strongest stroke; background is 0."""
+def has_dark_ink(image: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper: the minority side of the median, on a copy at most LEVEL_SIDE
+    a side (block means), as which side the ink is on needs no more detail."""
     gray = image if image.ndim == 2 else image.mean(axis=2)
-    # on a copy at most LEVEL_SIDE a side (block means): which side the ink is on needs no more detail
     smooth = _median3(_mean_reduced(gray, math.ceil(max(gray.shape) / LEVEL_SIDE)))
-    del gray
     middle = float(np.median(smooth))
-    dark_ink = middle - float(smooth.min()) >= float(smooth.max()) - middle
-    del smooth  # full-size arrays are let go as soon as they are used: a 4 MP image stays under +150 MB
+    return middle - float(smooth.min()) >= float(smooth.max()) - middle
+
+
+def ink_map(image: np.ndarray, dark_ink: bool | None = None) -> np.ndarray:
+    """How much ink each pixel holds, in [0, 1] relative to the strongest stroke; background is 0.
+
+    `dark_ink`: which side the ink is on, when the caller knows (else `has_dark_ink`)."""
+    dark_ink = has_dark_ink(image) if dark_ink is None else dark_ink
+    # full-size arrays are let go as soon as they are used: a 4 MP image stays under +150 MB
     channels = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
     ink = np.zeros(image.shape[:2], dtype=np.float32)
     for channel in channels:
@@ -232,7 +242,7 @@ def ink_level(ink: np.ndarray) -> float:
     # block maxima, so that no mark fades, at most LEVEL_SIDE a side; then single-pixel noise goes
     small = _median3(reduced(ink, math.ceil(max(ink.shape) / LEVEL_SIDE)))
     top = float(small.max())
-    if top <= 0:
+    if not top > 0:  # blank, or not a number at all
         return 0.0
     marks, mass = weighed_marks(small, NOISE_FLOOR * top)
     return float(ndimage.maximum(small, marks, index=int(mass.argmax()) + 1))
@@ -255,6 +265,8 @@ def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
         raise PipelineError(f"{name}: no digit found (blank image)")
     boxes = [box for box, share in zip(ndimage.find_objects(marks), mass >= MIN_SHARE * mass.max(), strict=True)
              if share]  # the kept marks' bounding boxes: their union is the digit's, with no full-size mask
+    digits = [box for box in boxes if not _is_band(box, ink.shape)]
+    boxes = digits or boxes
     top, bottom = min(b[0].start for b in boxes), max(b[0].stop for b in boxes)
     left, right = min(b[1].start for b in boxes), max(b[1].stop for b in boxes)
     extent = max(bottom - top, right - left)
@@ -262,6 +274,16 @@ def digit_region(ink: np.ndarray, name: str) -> tuple[slice, slice]:
         raise PipelineError(f"{name}: no digit found (only marks of {extent} pixels on a "
                             f"{ink.shape[1]}x{ink.shape[0]} image, too small to be a digit)")
     return slice(top, bottom), slice(left, right)
+
+
+def _is_band(box: tuple[slice, slice], shape: tuple[int, ...]) -> bool:
+    """Whether a mark's box runs from edge to edge of the image and is narrow across (a lit or inverted band at
+    the side, a ruled line, a frame's side): such a mark is left out when the image has others."""
+    rows, cols = box
+    height, width = shape[:2]
+    across = rows.start == 0 and rows.stop == height and cols.stop - cols.start <= BAND * width
+    along = cols.start == 0 and cols.stop == width and rows.stop - rows.start <= BAND * height
+    return across or along
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -277,7 +299,10 @@ def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
     Works on the signed distance to the stroke's edge, so any change of width costs the same and the
     new edge is anti-aliased. Strokes within 25% of the target width are left untouched.
     """
-    mask = np.pad(crop > 0.5, 1)  # a margin, so that strokes touching the crop's border have an edge there
+    solid = crop >= 0.5
+    if np.count_nonzero((crop > 0.1) & ~solid) > SOFT_SHARE * np.count_nonzero(solid):
+        return crop  # blurred ink (focus, motion, noise): a width measured on its core would break the strokes
+    mask = np.pad(solid, 1)  # a margin, so that strokes touching the crop's border have an edge there
     width = stroke_width(mask)
     target = STROKE_WIDTH / scale
     if width <= 0 or abs(width - target) <= 0.25 * target:  # no solid stroke to measure: left as it is
@@ -313,16 +338,34 @@ def reduced(ink: np.ndarray, factor: int) -> np.ndarray:
     return np.maximum.reduce([columns[offset::factor] for offset in range(factor)])
 
 
-def digit_ink(image: np.ndarray, name: str) -> np.ndarray:
-    """The digit's ink, cropped, at most WORK_SIDE a side: found on a copy of the image at most COARSE_SIDE a
-    side when the digit spans at least COARSE_EXTENT there (a drawing that fills its canvas: a quarter of the
-    work or less), on the whole image otherwise (a small digit on a large page keeps its detail)."""
+def digit_ink(image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """The digit's ink, cropped, at most WORK_SIDE a side; the ink map it was cropped from; and the extent of its
+    marks there. The map is of a copy of the image at most COARSE_SIDE a side when the digit spans at least
+    COARSE_EXTENT there (a drawing that fills its canvas: a quarter of the work or less), of the whole image
+    otherwise (a small digit on a large page keeps its detail)."""
     coarse = math.ceil(max(image.shape[:2]) / COARSE_SIDE)
     if coarse > 1:
-        crop, extent = _cropped_digit(ink_map(_mean_reduced(image, coarse)), name)
+        dark_ink = has_dark_ink(image)
+        ink = ink_map(_stroke_reduced(image, coarse, dark_ink), dark_ink)
+        crop, extent = _cropped_digit(ink, name)
         if extent >= COARSE_EXTENT:
-            return crop
-    return _cropped_digit(ink_map(image), name)[0]
+            return crop, ink, extent
+    ink = ink_map(image)
+    crop, extent = _cropped_digit(ink, name)
+    return crop, ink, extent
+
+
+def _stroke_reduced(image: np.ndarray, factor: int, dark_ink: bool) -> np.ndarray:
+    """`image` made `factor` times smaller, each block halfway between its mean and its inkiest value: a pen
+    thinner than a block keeps at least half its darkness (a block mean alone fades it, and the digit breaks)."""
+    if image.ndim == 3:
+        return np.stack([_stroke_reduced(image[..., c], factor, dark_ink) for c in range(image.shape[2])], axis=2)
+    height, width = (math.ceil(side / factor) * factor for side in image.shape)
+    padded = np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1])), mode="edge")
+    inkiest = np.minimum if dark_ink else np.maximum
+    columns = inkiest.reduce([padded[:, offset::factor] for offset in range(factor)])
+    extreme = inkiest.reduce([columns[offset::factor] for offset in range(factor)])
+    return (_mean_reduced(image, factor) + extreme) / 2
 
 
 def _cropped_digit(ink: np.ndarray, name: str) -> tuple[np.ndarray, int]:
@@ -334,7 +377,29 @@ def _cropped_digit(ink: np.ndarray, name: str) -> tuple[np.ndarray, int]:
 
 def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Any image of one digit -> float32 28 x 28 in [0, 1], light ink on dark, prepared as MNIST's digits were."""
-    crop = digit_ink(image, name)
+    return _as_mnist(digit_ink(image, name)[0], name)
+
+
+def readings(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """The ways to read an image of one digit, float32 K x 28 x 28 in [0, 1]: the digit as `to_mnist` prepares
+    it and, when its marks span most of the image (a line across it, blots or a lit band beside the digit join
+    them), the whole image's ink fitted into 28 x 28 as well. Predict keeps the reading the model is surest of."""
+    crop, ink, extent = digit_ink(image, name)
+    digit = _as_mnist(crop, name)
+    if extent < WHOLE_FRAME * max(ink.shape):
+        return digit[None]
+    side = max(ink.shape)
+    square = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
+    square[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
+    whole = np.asarray(Image.fromarray(square).resize((CANVAS, CANVAS), Image.BOX if side > CANVAS else
+                                                       Image.BILINEAR), dtype=np.float32)
+    return np.stack([digit, np.clip(whole / max(float(whole.max()), 1e-6), 0, 1)])
+
+
+def _as_mnist(crop: np.ndarray, name: str) -> np.ndarray:
+    """The digit's cropped ink prepared as MNIST's digits were: strokes to MNIST's width, fitted into 20 x 20
+    keeping the aspect ratio, contrast stretched, centred by mass in 28 x 28."""
     crop = normalize_stroke(crop, BOX / max(crop.shape))
     kept_rows, kept_cols = np.nonzero(crop > MARK)
     if kept_rows.size == 0:
@@ -355,5 +420,5 @@ def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def prepare_image(path: Path) -> np.ndarray:
-    """A file on disk -> float32 1 x 28 x 28 in [0, 1], ready for the exported model."""
-    return to_mnist(load_image(path), str(path))[None]
+    """A file on disk -> its `readings`, float32 K x 28 x 28 in [0, 1], ready for the exported model."""
+    return readings(load_image(path), str(path))

@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 
 from pipeline.common.errors import PipelineError
-from pipeline.export.onnx_session import run_logits
+from pipeline.export.onnx_session import run_logits, softmax, surest
 from pipeline.inference.digit_image import prepare_image
 
 # this project's exported model, wherever predict or serve is run from
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "model.onnx"
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+def surest_reading(session: Any, readings: np.ndarray) -> np.ndarray:
+    """The class probabilities of the reading (K x 28 x 28, see `digit_image.readings`) the model is surest of."""
+    probabilities = softmax(run_logits(session, readings[:, None].astype(np.float32, copy=False)))
+    return probabilities[surest(probabilities)]
 
 
 def predict_file(session: Any, classes: list[str], path: Path) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def predict_file(session: Any, classes: list[str], path: Path) -> dict[str, Any]
         return {"file": str(path), "error": str(exc)}
     except Exception as exc:  # anything else a strange file provokes is still that file's error alone
         return {"file": str(path), "error": f"{path}: cannot be prepared ({type(exc).__name__}: {exc})"}
-    row = softmax(run_logits(session, pixels[None].astype(np.float32)))[0]
+    row = surest_reading(session, pixels)
     best = int(row.argmax())
     return {"file": str(path), "label": classes[best], "probability": round(float(row[best]), 6)}
 

@@ -1,4 +1,4 @@
-"""Requests' bodies turned into the model's 28x28 input in worker processes, each with a hard time limit.
+"""Requests' bodies turned into the model's 28x28 readings in worker processes, each with a hard time limit.
 
 Decoding and preparing an image is the costly, input-driven part of a request. In a process of its own it
 never holds the server's event loop (JSON parsing and Pillow's Python loops take the GIL), and a request
@@ -21,7 +21,7 @@ import anyio
 import numpy as np
 
 from pipeline.common.errors import PipelineError
-from pipeline.inference.digit_image import decode_image, to_mnist
+from pipeline.inference.digit_image import decode_image, readings
 from pipeline.inference.pixels_json import RequestError, pixels_from_json
 
 READY = "ready"
@@ -47,11 +47,11 @@ def main() -> None:
 
 
 def _answer(kind: str, body: bytes, max_pixels: int, max_json: int) -> tuple[Any, ...]:
-    """("ok", 28x28 float32), ("refused", status, message) for a bad body, or ("fault", traceback)."""
+    """("ok", K x 28 x 28 float32 readings), ("refused", status, message) for a bad body, or ("fault", traceback)."""
     try:
         image = pixels_from_json(body, max_pixels, max_json) if kind == "json" else \
             decode_image(body, "the image", max_pixels)
-        return "ok", to_mnist(image, "the image")
+        return "ok", readings(image, "the image")
     except RequestError as exc:
         return "refused", exc.status, str(exc)
     except PipelineError as exc:
@@ -141,7 +141,7 @@ class Preparers:
         return worker
 
     async def prepare(self, kind: str, body: bytes | bytearray) -> np.ndarray:
-        """The body ("image" or "json") as the model's 28x28 input, or a RequestError."""
+        """The body ("image" or "json") as the model's 28x28 readings (`digit_image.readings`), or a RequestError."""
         worker = await self._idle.get()
         answer = await worker.answer(kind, body, self.seconds)
         if answer[0] in ("overran", "died"):  # a fresh process takes its place while this request is answered

@@ -30,9 +30,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.common.errors import PipelineError
-from pipeline.export.onnx_session import run_logits
 from pipeline.inference.pixels_json import RequestError
-from pipeline.inference.prediction import softmax
+from pipeline.inference.prediction import surest_reading
 from pipeline.inference.preparers import Preparers
 from pipeline.inference.settings import Limits
 
@@ -125,9 +124,9 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
-def predict_digit(session: Any, classes: list[str], digit: np.ndarray) -> Prediction:
-    """The label and every class's probability for one prepared 28x28 digit."""
-    probs = softmax(run_logits(session, digit[None, None]))[0]
+def predict_digit(session: Any, classes: list[str], readings: np.ndarray) -> Prediction:
+    """The label and every class's probability for one digit's prepared readings (K x 28 x 28)."""
+    probs = surest_reading(session, readings)
     return Prediction(label=classes[int(probs.argmax())],
                       probabilities={name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)})
 
@@ -180,8 +179,8 @@ async def predict(request: Request, served: Served) -> Prediction:
         raise RequestError(503, f"busy: {limits.concurrent} requests ahead for {limits.queue_seconds:g} s; "
                                 f"try again in {RETRY_SECONDS} s") from None
     try:
-        digit = await served.preparers.prepare(*await read())
-        return await anyio.to_thread.run_sync(predict_digit, served.session, served.classes, digit,
+        readings = await served.preparers.prepare(*await read())
+        return await anyio.to_thread.run_sync(predict_digit, served.session, served.classes, readings,
                                               limiter=served.model_threads)
     finally:
         served.turns.release()

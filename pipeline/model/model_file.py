@@ -102,7 +102,8 @@ class ModelFile:
 
     def network(self, path: Path | str = "the model file") -> nn.Module:
         """The trained network (training form: BatchNorm unfolded)."""
-        model = build_model(self.architecture, self.params.get("width", CNN_WIDTH))
+        model = build_model(self.architecture, self.params.get("width", CNN_WIDTH),
+                            self.params.get("standardize", False))
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:

@@ -7,6 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pipeline.data.corruptions import random_corruptions
+from pipeline.data.prepared import Normalization
+
 MAX_SHIFT_PX = 2
 
 
@@ -42,3 +45,9 @@ def random_affine(images: torch.Tensor, background: float, max_degrees: float, m
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     moved = F.grid_sample(images - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return moved.add_(background)
+
+
+def random_corrupted(images: torch.Tensor, normalization: Normalization, fraction: float) -> torch.Tensor:
+    """Normalized images with a share `fraction` of them corrupted (`random_corruptions`, in pixel units)."""
+    pixels = random_corruptions(images * normalization.std + normalization.mean, fraction)
+    return (pixels - normalization.mean) / normalization.std

@@ -58,6 +58,12 @@ class TrainConfig:
                               "rotate each training image by its own random angle up to this many degrees; 0 is off")
     zoom: float = param("a number >= 0 and < 0.5", number(0.0, 0.5),
                         "scale each training image by its own random factor in 1 ± zoom; 0 is off")
+    standardize: bool = param("true or false", boolean,
+                              "standardize each image inside the model (zero mean, unit variance, ink positive), "
+                              "so that background level, contrast and polarity change nothing")
+    corrupt_fraction: float = param("a number >= 0 and < 1", number(0.0, 1.0),
+                                    "corrupt this share of the training images, each by one corruption drawn from the "
+                                    "suite's trained kinds (docs/results.md, Robustness) at a random level; 0 is off")
     ema_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                              "keep an exponential moving average of the weights, updated every batch, as the model "
                              "that is validated and saved; 0 is off")

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from pipeline.model.networks import uses_channels_last
-from pipeline.train.augmentation import random_affine, random_shift
+from pipeline.train.augmentation import random_affine, random_corrupted, random_shift
 from pipeline.train.checkpoint import Checkpoint, TrainState
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import ProcessInfo, all_sum, from_main, reduction_device, sync_buffers
@@ -127,11 +127,14 @@ def train_one_epoch(run: Run, network: nn.Module, epoch: int, show_progress: boo
     return totals
 
 
-def augment(batch: torch.Tensor, cfg: TrainConfig, background: float) -> torch.Tensor:
-    """The training batch as the model sees it: rotated and scaled, then shifted, as the params ask."""
+def augment(batch: torch.Tensor, run: Run) -> torch.Tensor:
+    """The training batch as the model sees it: rotated and scaled, shifted, then corrupted, as the params ask."""
+    cfg, background = run.cfg, run.background
     if cfg.rotate_deg or cfg.zoom:
         batch = random_affine(batch, background, cfg.rotate_deg, cfg.zoom)
-    return random_shift(batch, background) if cfg.augment else batch
+    if cfg.augment:
+        batch = random_shift(batch, background)
+    return random_corrupted(batch, run.normalization, cfg.corrupt_fraction) if cfg.corrupt_fraction else batch
 
 
 def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
@@ -148,7 +151,7 @@ def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
     order = order.to(run.images.device)
     for step, start in enumerate(range(0, len(order), batch_size)):
         index = order[start:start + batch_size]
-        batch, target = augment(run.images[index], cfg, run.background), run.labels[index]
+        batch, target = augment(run.images[index], run), run.labels[index]
         with autocast:
             logits = network(batch)
         if cfg.select_fraction:  # selective backprop keeps every image's loss

@@ -104,9 +104,14 @@ class Run:
     ema: WeightAverage | None
     images: torch.Tensor
     labels: torch.Tensor
-    background: float
+    normalization: Normalization
     local_batch: int
     image_losses: torch.Tensor  # selective backprop: each training image's loss at its last visit (else empty)
+
+    @property
+    def background(self) -> float:
+        """A blank pixel, normalized."""
+        return -self.normalization.mean / self.normalization.std
 
     @property
     def kept(self) -> nn.Module:
@@ -139,7 +144,7 @@ def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info
     if per_rank == 0:
         raise PipelineError(f"training set of {len(train)} images is smaller than {info.world_size} processes")
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.width)
+    model = build_model(cfg.model, cfg.width, cfg.standardize)
     check_fits(model, min(local_batch, per_rank), cfg, device)
     model = model.to(device)
     if channels_last:
@@ -149,7 +154,6 @@ def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info
     scheduler = make_scheduler(cfg, optimizer, total_steps(cfg, per_rank, local_batch))
     # the averaged weights (and BatchNorm statistics) are what is validated and kept
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    background = -normalization.mean / normalization.std  # a blank pixel, normalized
     # unseen images count as the hardest (every image is seen in the full epochs before selection starts)
     image_losses = torch.full((len(train) if cfg.select_fraction else 0,), math.inf, device=device)
-    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, background, local_batch, image_losses)
+    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, normalization, local_batch, image_losses)

@@ -1,0 +1,1 @@
+"""The robustness suite: common corruptions, generated once and scored on the exported model."""
