@@ -47,8 +47,11 @@ CODE_EDITS = {
     "pipeline/train/__init__.py": {"train"},
     "pipeline/model/networks.py": {"train", "evaluate", "export"},
     "pipeline/common/params.py": {"download", "preprocess", "train", "verdict"},
-    "pipeline/export/onnx_session.py": {"export"},
+    "pipeline/export/onnx_session.py": {"export", "robustness"},
     "pipeline/inference/prediction.py": set(),
+    "pipeline/inference/digit_image.py": {"corrupt"},  # the suite holds predict's preparation of each image
+    "pipeline/data/corruptions.py": {"corrupt", "train"},
+    "stages/robustness.py": {"robustness"},
 }
 
 

@@ -50,7 +50,7 @@ def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_mod
 def test_the_inference_model_folds_batchnorm_and_predicts_as_the_trained_network(trained_model: Path,
                                                                               prepared: Path) -> None:
     data = read_model_file(trained_model)
-    network = build_model(data["model"])  # the fixture trains the default width
+    network = build_model(data["model"], standardize=data["params"]["standardize"])  # at the default width
     network.load_state_dict(data["state_dict"])
     trained = Normalized(network, **data["normalization"]).eval()
     model, _ = load_model(trained_model)

@@ -44,7 +44,7 @@ NOISE_FLOOR = 0.12  # ink weaker than this share of the strongest is noise, haze
 MARK = 0.3  # ink above this share of the strongest counts as part of a mark
 MIN_SHARE = 0.08  # a mark with less than this share of the largest mark's ink is a speck
 SOFT_SHARE = 0.6  # ink is blurred when its faint pixels outnumber its solid ones by this (sharp strokes: < 0.45)
-WHOLE_FRAME = 0.7  # marks that span this share of the image's longer side are read as the whole image too
+WHOLE_FRAME = 0.6  # marks that span this share of the image's longer side are read as the whole image too
 BAND = 0.3  # a mark across the whole image no wider than this share of it is a band or a frame, not a digit
 MIN_EXTENT = 0.02  # a digit spans at least this share of the image's longer side (and 4 pixels)
 WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # Pillow's 16/32-bit integer and float gray
@@ -338,19 +338,18 @@ def reduced(ink: np.ndarray, factor: int) -> np.ndarray:
     return np.maximum.reduce([columns[offset::factor] for offset in range(factor)])
 
 
-def digit_ink(image: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """The digit's ink, cropped, at most WORK_SIDE a side; the ink map it was cropped from; and the extent of its
-    marks there. The map is of a copy of the image at most COARSE_SIDE a side when the digit spans at least
-    COARSE_EXTENT there (a drawing that fills its canvas: a quarter of the work or less), of the whole image
-    otherwise (a small digit on a large page keeps its detail)."""
+def digit_ink(image: np.ndarray, name: str, dark_ink: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """The digit's ink (darker than the paper when `dark_ink`), cropped, at most WORK_SIDE a side; the ink map it
+    was cropped from; and the extent of its marks there. The map is of a copy of the image at most COARSE_SIDE a
+    side when the digit spans at least COARSE_EXTENT there (a drawing that fills its canvas: a quarter of the
+    work or less), of the whole image otherwise (a small digit on a large page keeps its detail)."""
     coarse = math.ceil(max(image.shape[:2]) / COARSE_SIDE)
     if coarse > 1:
-        dark_ink = has_dark_ink(image)
         ink = ink_map(_stroke_reduced(image, coarse, dark_ink), dark_ink)
         crop, extent = _cropped_digit(ink, name)
         if extent >= COARSE_EXTENT:
             return crop, ink, extent
-    ink = ink_map(image)
+    ink = ink_map(image, dark_ink)
     crop, extent = _cropped_digit(ink, name)
     return crop, ink, extent
 
@@ -377,24 +376,38 @@ def _cropped_digit(ink: np.ndarray, name: str) -> tuple[np.ndarray, int]:
 
 def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
     """Any image of one digit -> float32 28 x 28 in [0, 1], light ink on dark, prepared as MNIST's digits were."""
-    return _as_mnist(digit_ink(image, name)[0], name)
+    return _as_mnist(digit_ink(image, name, has_dark_ink(image))[0], name)
 
 
 def readings(image: np.ndarray, name: str = "image") -> np.ndarray:
     """The ways to read an image of one digit, float32 K x 28 x 28 in [0, 1]: the digit as `to_mnist` prepares
     it and, when its marks span most of the image (a line across it, blots or a lit band beside the digit join
-    them), the whole image's ink fitted into 28 x 28 as well. Predict keeps the reading the model is surest of."""
-    crop, ink, extent = digit_ink(image, name)
+    them, or a blur spreads it), the whole image as well (`whole_image`). Predict keeps the reading the model is
+    surest of."""
+    dark_ink = has_dark_ink(image)
+    crop, ink, extent = digit_ink(image, name, dark_ink)
     digit = _as_mnist(crop, name)
     if extent < WHOLE_FRAME * max(ink.shape):
         return digit[None]
-    side = max(ink.shape)
+    return np.stack([digit, whole_image(image, dark_ink)])
+
+
+def whole_image(image: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The whole image fitted into 28 x 28 as it is, light ink on dark and stretched to [0, 1]: no local background
+    estimate, which takes the core out of wide or blurred strokes (lighting is left to the model, whose input is
+    standardized)."""
+    gray = _mean_reduced(image, math.ceil(max(image.shape[:2]) / LEVEL_SIDE))
+    gray = gray if gray.ndim == 2 else gray.mean(axis=2)
+    if dark_ink:
+        gray = 1 - gray
+    low = float(gray.min())
+    gray = ((gray - low) / max(float(gray.max()) - low, 1e-6)).astype(np.float32)
+    side = max(gray.shape)
     square = np.zeros((side, side), dtype=np.float32)
-    top, left = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
-    square[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
-    whole = np.asarray(Image.fromarray(square).resize((CANVAS, CANVAS), Image.BOX if side > CANVAS else
-                                                       Image.BILINEAR), dtype=np.float32)
-    return np.stack([digit, np.clip(whole / max(float(whole.max()), 1e-6), 0, 1)])
+    top, left = (side - gray.shape[0]) // 2, (side - gray.shape[1]) // 2
+    square[top:top + gray.shape[0], left:left + gray.shape[1]] = gray
+    return np.asarray(Image.fromarray(square).resize((CANVAS, CANVAS), Image.BOX if side > CANVAS else
+                                                     Image.BILINEAR), dtype=np.float32)
 
 
 def _as_mnist(crop: np.ndarray, name: str) -> np.ndarray:
