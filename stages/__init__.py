@@ -1,4 +1,5 @@
-"""DVC stages, one module each, run as `python -m stages.<name>`."""
+"""The commands, one module each, run as `python -m stages.<name>`: the DVC stages of dvc.yaml, and predict, serve
+and report, which work on what the stages made."""
 
 import sys
 from pathlib import Path

@@ -143,7 +143,7 @@ def work(tmp_path: Path, tiny_raw: Path) -> Path:
 @pytest.mark.parametrize(("stage", "point"), [
     ("preprocess", "mid-write"),     # a temporary half written; the output folder untouched
     ("evaluate", "before-rename"),   # every temporary complete, none in place
-    ("export", "after-rename"),      # model.onnx in place, model.pt2 and the rest not
+    ("export", "after-rename"),      # model.pt2 in place (the inner of export's two writes), model.onnx not
     ("train", "epoch"),              # the checkpoint of epoch 1 saved: the next run resumes from it
     ("export", "verify"),            # inside the comparison with PyTorch
 ])

@@ -103,7 +103,15 @@ def test_an_unexpected_error_is_one_line_with_its_traceback_kept(prepared: Path,
                     "--checkpoint", tmp_path / "ck.pt")
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    [kept] = tmp_path.glob("mnist-pipeline-train-*-traceback.txt")
     assert lines == [f"Error: unexpected ZeroDivisionError: float division by zero (a bug: the traceback is in "
-                     f"{tmp_path / 'mnist-pipeline-train-traceback.txt'}; PIPELINE_DEBUG=1 prints it)"]
+                     f"{kept}; PIPELINE_DEBUG=1 prints it)"]
     assert "Traceback" not in result.output
-    assert "raise ZeroDivisionError" in (tmp_path / "mnist-pipeline-train-traceback.txt").read_text()
+    assert "raise ZeroDivisionError" in kept.read_text()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "gone"))  # nowhere to keep it: still one line
+    result = invoke(train.main, "--data", prepared, "--model-out", tmp_path / "model.pt",
+                    "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "record",
+                    "--checkpoint", tmp_path / "ck.pt")
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert (result.exit_code, len(lines), "Traceback" in result.output) == (1, 1, False), result.output
+    assert "the traceback could not be saved" in lines[0]

@@ -33,9 +33,16 @@ def setup_logging(stage: str) -> None:
 DEBUG_VARIABLE = "PIPELINE_DEBUG"
 
 
-def traceback_file(stage: str) -> Path:
-    """Where a stage's unexpected failure leaves its traceback, for a bug report."""
-    return Path(tempfile.gettempdir()) / f"mnist-pipeline-{stage}-traceback.txt"
+def save_traceback(stage: str) -> str:
+    """Keep the traceback being handled in a new file of its own (two processes of a torchrun never share one);
+    where it went, or why it could not be kept, for the one line the user sees."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=f"mnist-pipeline-{stage}-", suffix="-traceback.txt")
+        with os.fdopen(handle, "w") as file:
+            file.write(traceback.format_exc())
+    except OSError as exc:
+        return f"the traceback could not be saved ({exc.strerror or exc})"
+    return f"the traceback is in {name}"
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,11 +73,9 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if os.environ.get(DEBUG_VARIABLE):
                 raise
-            path = traceback_file(stage)
-            path.write_text(traceback.format_exc())
             cause = str(exc).splitlines()[0][:200] if str(exc) else "no message"
-            raise click.ClickException(f"unexpected {type(exc).__name__}: {cause} (a bug: the traceback is in "
-                                       f"{path}; {DEBUG_VARIABLE}=1 prints it)") from None
+            raise click.ClickException(f"unexpected {type(exc).__name__}: {cause} (a bug: {save_traceback(stage)}; "
+                                       f"{DEBUG_VARIABLE}=1 prints it)") from None
 
     return wrapper
 

@@ -49,7 +49,8 @@ class TrainConfig:
     momentum: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                             "SGD momentum (adam and adamw ignore it; muon uses 0.95)")
     nesterov: bool = param("true or false", boolean, "Nesterov momentum for SGD (needs momentum > 0)")
-    weight_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0), "L2 penalty (decoupled for adamw)")
+    weight_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0),
+                                "weight decay: an L2 penalty for sgd and adam, decoupled for adamw and muon")
     scheduler: str = param(_one_of(SCHEDULERS), choice(*SCHEDULERS), "learning-rate schedule, stepped every batch")
     label_smoothing: float = param("a number >= 0 and < 1", number(0.0, 1.0), "cross-entropy label smoothing")
     augment: bool = param("true or false", boolean,
