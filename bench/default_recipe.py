@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from bench.report_file import machine, write_report
+from pipeline.common.params import load_params
 from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
-from pipeline.model.model_file import for_inference
+from pipeline.model.test_time import TEST_TIME_PARAMS, for_inference
 from pipeline.robustness.scores import accuracies, predict_accuracies, summary
 from pipeline.robustness.suite_file import Suite, load_suite
 from pipeline.train.checkpoint import Checkpoint
@@ -36,11 +37,11 @@ SUITE = Path("data/corrupted")
 # over seeds 42, 1, 2 on the AMD EPYC of docs/results.md); a key added since takes params.yaml's value
 PREVIOUS = dict(model="cnn", width=16, optimizer="muon", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0005,
                 scheduler="onecycle", label_smoothing=0.1, augment=True, rotate_deg=0.0, zoom=0.0, standardize=False,
-                corrupt_fraction=0.0, ema_decay=0.99, tta_shifts=4, select_fraction=0.25, select_after=2,
+                corrupt_fraction=0.0, ema_decay=0.99, select_fraction=0.25, select_after=2,
                 batch_size=512, epochs=22, patience=0, seed=42, device="cpu")
 
 
-def train_and_test(cfg: TrainConfig, data: Path, suite: Path = SUITE) -> dict[str, float]:
+def train_and_test(cfg: TrainConfig, data: Path, tta_shifts: int, suite: Path = SUITE) -> dict[str, float]:
     """Train `cfg` and measure the model as it is exported (normalization and any test-time shifts inside): on the
     test set, and on the robustness suite in `suite` when the corrupt stage has made it."""
     prepared = PreparedData.load(data)
@@ -48,7 +49,7 @@ def train_and_test(cfg: TrainConfig, data: Path, suite: Path = SUITE) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         result = fit(cfg, TrainingData.of(prepared), ProcessInfo(),
                 Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
-    model = for_inference(result.model, cfg.model, prepared.normalization, cfg.tta_shifts)
+    model = for_inference(result.model, cfg.model, prepared.normalization, tta_shifts)
     correct = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).sum().item()
     best = result.state.history[result.state.best_epoch - 1]
     report = {"train_seconds": round(result.train_seconds, 2), "val_accuracy": best["val_acc"],
@@ -79,11 +80,12 @@ def robustness(model: torch.nn.Module, suite: Suite) -> dict[str, float]:
 @click.option("--update", is_flag=True, help="Replace the committed results instead of writing to results/local/.")
 def main(seeds: str, params_file: Path, data: Path, update: bool) -> None:
     new = replace(load_train_config(params_file), device="cpu")
+    tta_shifts = load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"]
     recipes = {"previous": replace(new, **PREVIOUS), "new": new}
     runs: dict[str, dict[str, dict[str, float]]] = {"previous": {}, "new": {}}
     for seed in (int(s) for s in seeds.split(",")):
         for name, cfg in recipes.items():
-            runs[name][str(seed)] = train_and_test(replace(cfg, seed=seed), data)
+            runs[name][str(seed)] = train_and_test(replace(cfg, seed=seed), data, tta_shifts)
             click.echo(f"seed {seed} {name:<8} {runs[name][str(seed)]}")
     report: dict[str, object] = {"machine": machine()}
     for name, cfg in recipes.items():

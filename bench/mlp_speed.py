@@ -22,8 +22,8 @@ from torchvision import datasets, transforms
 from bench.report_file import machine, write_report
 from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
-from pipeline.model.model_file import for_inference
 from pipeline.model.networks import build_model
+from pipeline.model.test_time import for_inference
 from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.config import load_train_config
 from pipeline.train.distributed import ProcessInfo
@@ -33,7 +33,7 @@ from pipeline.train.setup import TrainingData
 # lr: the best validation accuracy after 3 epochs among 0.003, 0.004, 0.005 and 0.006
 # (a key added since takes params.yaml's value)
 TRAINER = dict(model="mlp2", width=16, optimizer="adam", lr=0.005, momentum=0.9, nesterov=False,
-               weight_decay=0.0, rotate_deg=0.0, zoom=0.0, ema_decay=0.0, tta_shifts=0,
+               weight_decay=0.0, rotate_deg=0.0, zoom=0.0, ema_decay=0.0,
                scheduler="onecycle", label_smoothing=0.0, augment=False, batch_size=256, epochs=1,
                patience=0, seed=0, device="cpu")
 

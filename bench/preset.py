@@ -19,6 +19,8 @@ import yaml
 from bench.default_recipe import train_and_test
 from bench.report_file import machine, write_report
 from pipeline.common.errors import PipelineError
+from pipeline.common.params import load_params
+from pipeline.model.test_time import TEST_TIME_PARAMS
 from pipeline.train.config import TRAIN_PARAMS, TrainConfig, load_train_config
 
 
@@ -46,9 +48,10 @@ def preset_config(overrides: tuple[str, ...], params_file: Path) -> tuple[TrainC
 @click.option("--update", is_flag=True, help="Replace the committed results instead of writing to results/local/.")
 def main(overrides: tuple[str, ...], seeds: str, params_file: Path, data: Path, update: bool) -> None:
     cfg, changes = preset_config(overrides, params_file)
+    tta_shifts = load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"]
     runs = {}
     for seed in (int(s) for s in seeds.split(",")):
-        runs[str(seed)] = train_and_test(replace(cfg, seed=seed), data)
+        runs[str(seed)] = train_and_test(replace(cfg, seed=seed), data, tta_shifts)
         click.echo(f"seed {seed}: {runs[str(seed)]}")
     accuracies = [r["test_accuracy"] for r in runs.values()]
     name = "preset-" + ("-".join(f"{k}{v}" for k, v in changes.items()) or "default")

@@ -16,9 +16,10 @@ from pathlib import Path
 import click
 import torch
 
+from pipeline.common.params import load_params
 from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
-from pipeline.model.model_file import for_inference
+from pipeline.model.test_time import TEST_TIME_PARAMS, for_inference
 from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.config import load_train_config
 from pipeline.train.distributed import destroy_process_group, init_process_group, process_info
@@ -62,7 +63,8 @@ def main(device: str, epochs: int | None, batch_size: int | None, params_file: P
         destroy_process_group(info)
     if not info.is_main:
         return
-    model = for_inference(result.model, cfg.model, prepared.normalization, cfg.tta_shifts)
+    tta_shifts = load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"]
+    model = for_inference(result.model, cfg.model, prepared.normalization, tta_shifts)
     accuracy = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).double().mean().item()
     seconds = [r["seconds"] for r in result.state.history]
     report = {"device": device_name(torch_device), "processes": info.world_size, "torch": torch.__version__,

@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline.common.atomic import atomic_dir, write_json
 from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.common.params import describe, load_params
 from pipeline.data.prepared import load_split
 from pipeline.evaluate.figures import plot_confusion, plot_misclassified
 from pipeline.evaluate.metrics import (
@@ -21,26 +22,31 @@ from pipeline.evaluate.metrics import (
     to_pixels,
     worst_mistakes,
 )
-from pipeline.model.model_file import load_model
+from pipeline.model.test_time import TEST_TIME_PARAMS, load_model
 
 log = logging.getLogger("evaluate")
 WORST = 32
 
 
-@click.command(help="""Evaluate MODEL on the test split in DATA (on the CPU).
+@click.command(help=f"""Evaluate MODEL on the test split in DATA (on the CPU).
 
 Writes METRICS (accuracy, loss, macro precision/recall/F1, error count)
 and into PLOTS_DIR: per_class.csv, confusion.csv (actual,predicted per test image, for DVC's
-confusion template), confusion.png and misclassified.png. Reads no params.""")
+confusion template), confusion.png and misclassified.png.
+
+\b
+Params read from params.yaml:
+{describe(TEST_TIME_PARAMS)}""")
+@click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,
               type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
 @click.option("--metrics", default="metrics/eval.json", show_default=True, type=click.Path(path_type=Path))
 @click.option("--plots-dir", default="metrics/eval", show_default=True, type=click.Path(path_type=Path))
 @reports_errors
-def main(model_path: Path, data: Path, metrics: Path, plots_dir: Path) -> None:
+def main(params_file: Path, model_path: Path, data: Path, metrics: Path, plots_dir: Path) -> None:
     setup_logging("evaluate")
-    model, meta = load_model(model_path)
+    model, meta = load_model(model_path, load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"])
     test = load_split(data / "test.pt")
     classes = meta.classes
     pixels = to_pixels(test.images)

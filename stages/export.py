@@ -12,11 +12,12 @@ import click
 from pipeline.common.atomic import atomic_path, write_json, write_text
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.errors import PipelineError
+from pipeline.common.params import describe, load_params
 from pipeline.data.prepared import PreparedData, load_split
 from pipeline.evaluate.metrics import to_pixels
 from pipeline.export.formats import MAX_LOGIT_DIFF, export_onnx, export_program, onnx_metadata, verify
 from pipeline.export.model_card import model_card
-from pipeline.model.model_file import load_model
+from pipeline.model.test_time import TEST_TIME_PARAMS, load_model
 
 log = logging.getLogger("export")
 
@@ -35,7 +36,12 @@ def read_evaluation(path: Path) -> dict[str, Any]:
 
 Both take float32 pixels in [0, 1] shaped N x 1 x 28 x 28 and return N x 10 logits. Export fails
 unless onnxruntime and the exported program agree with PyTorch on every test image with logits
-within {MAX_LOGIT_DIFF:g}. Writes METRICS and a model card beside the model. Reads no params.""")
+within {MAX_LOGIT_DIFF:g}. Writes METRICS and a model card beside the model.
+
+\b
+Params read from params.yaml:
+{describe(TEST_TIME_PARAMS)}""")
+@click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,
               type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
@@ -45,10 +51,11 @@ within {MAX_LOGIT_DIFF:g}. Writes METRICS and a model card beside the model. Rea
 @click.option("--card-out", default="models/model_card.md", show_default=True, type=click.Path(path_type=Path))
 @click.option("--metrics", default="metrics/export.json", show_default=True, type=click.Path(path_type=Path))
 @reports_errors
-def main(model_path: Path, data: Path, eval_metrics: Path, onnx_out: Path, program_out: Path, card_out: Path,
-         metrics: Path) -> None:
+def main(params_file: Path, model_path: Path, data: Path, eval_metrics: Path, onnx_out: Path, program_out: Path,
+         card_out: Path, metrics: Path) -> None:
     setup_logging("export")
-    model, meta = load_model(model_path)
+    tta_shifts = load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"]
+    model, meta = load_model(model_path, tta_shifts)
     pixels = to_pixels(load_split(data / "test.pt").images)
     prepared, evaluation = PreparedData.load(data), read_evaluation(eval_metrics)
     with atomic_path(onnx_out) as onnx_tmp, atomic_path(program_out) as program_tmp:
@@ -56,7 +63,7 @@ def main(model_path: Path, data: Path, eval_metrics: Path, onnx_out: Path, progr
         report, onnx_rate = verify(model, onnx_tmp, program_tmp, pixels)
         sizes = {"onnx_bytes": onnx_tmp.stat().st_size, "pt2_bytes": program_tmp.stat().st_size}
     write_json(metrics, {**report, **sizes})
-    write_text(card_out, model_card(meta, prepared.stats, evaluation, report, sizes))
+    write_text(card_out, model_card(meta, tta_shifts, prepared.stats, evaluation, report, sizes))
     log.info("ONNX and torch.export agree with PyTorch on %d images (max logit diff %.1e); onnxruntime %d images/s; "
              "%s, %s", report["images"],
              max(report["onnx"]["max_abs_logit_diff"], report["torch_export"]["max_abs_logit_diff"]), onnx_rate,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from pipeline.data.preparation import prepare
 from pipeline.data.prepared import save_split
@@ -58,24 +59,34 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_arrays: dict[str, t
 
 
 @pytest.fixture(scope="session")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path) -> Path:
-    """The evaluate stage's outputs for `trained_model` on the `prepared` test split."""
+def plain_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """params.yaml with no test-time shifts, for the stages run on `trained_model`, compared with it plain."""
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "params.yaml").read_text()), "tta_shifts": 0}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path,
+              plain_params: Path) -> Path:
+    """The evaluate stage's outputs for `trained_model` on the `prepared` test split (no test-time shifts)."""
     from stages import evaluate
 
     out = tmp_path_factory.mktemp("evaluated")
-    result = invoke(evaluate.main, "--model", trained_model, "--data", prepared, "--metrics", out / "eval.json",
-                    "--plots-dir", out / "eval")
+    result = invoke(evaluate.main, "--params", plain_params, "--model", trained_model, "--data", prepared,
+                    "--metrics", out / "eval.json", "--plots-dir", out / "eval")
     assert result.exit_code == 0, result.output
     return out
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path, evaluated: Path) -> Path:
+def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path, evaluated: Path,
+             plain_params: Path) -> Path:
     """The export stage's outputs for `trained_model`: model.onnx, model.pt2, the model card and export.json."""
     from stages import export
 
     out = tmp_path_factory.mktemp("exported")
-    result = invoke(export.main, "--model", trained_model, "--data", prepared,
+    result = invoke(export.main, "--params", plain_params, "--model", trained_model, "--data", prepared,
                     "--eval-metrics", evaluated / "eval.json", "--onnx-out", out / "model.onnx",
                     "--program-out", out / "model.pt2", "--card-out", out / "model_card.md",
                     "--metrics", out / "export.json")

@@ -70,7 +70,7 @@ def make_raw(folder: Path, dataset: Path) -> Path:
 QUICK = dict(model="cnn", width=16, optimizer="adamw", lr=0.004, momentum=0.9, nesterov=False, weight_decay=0.0005,
              scheduler="onecycle", label_smoothing=0.1, augment=True, rotate_deg=0.0, zoom=0.0, standardize=True,
              corrupt_fraction=0.0, ema_decay=0.0,
-             tta_shifts=0, select_fraction=0.0, select_after=2, batch_size=128, epochs=2, patience=0, seed=3,
+             select_fraction=0.0, select_after=2, batch_size=128, epochs=2, patience=0, seed=3,
              device="cpu")
 
 

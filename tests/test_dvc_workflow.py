@@ -46,7 +46,9 @@ CODE_EDITS = {
     "pipeline/train/record.py": {"train"},
     "pipeline/train/__init__.py": {"train"},
     "pipeline/model/networks.py": {"train", "evaluate", "export"},
-    "pipeline/common/params.py": {"download", "preprocess", "train", "verdict"},
+    "pipeline/common/params.py": {"download", "preprocess", "train", "evaluate", "export", "verdict"},
+    "pipeline/data/sources.py": {"download"},  # the download code is download's alone
+    "pipeline/model/test_time.py": {"evaluate", "export"},
     "pipeline/export/onnx_session.py": {"export", "robustness"},
     "pipeline/inference/prediction.py": set(),
     "pipeline/inference/digit_image.py": {"corrupt"},  # the suite holds predict's preparation of each image
@@ -67,12 +69,13 @@ def test_editing_code_marks_exactly_the_stages_that_import_it(dvc_repo: Path) ->
     assert changed_stages(dvc_repo) == set()  # caches inside a code folder are .dvcignored
 
 
-# train and verdict read the whole file (verdict tells an experiment from a reproduction by the params)
+# verdict reads the whole file (it tells an experiment from a reproduction by the params); the others their keys
 PARAM_CHANGES = [
     ({"seed": 7}, {"train", "verdict"}),
-    ({"split_seed": 7}, {"preprocess", "train", "verdict"}),
+    ({"split_seed": 7}, {"preprocess", "verdict"}),
     ({"lr": 0.02}, {"train", "verdict"}),
-    ({"dataset": "mnist"}, {"download", "train", "verdict"}),
+    ({"dataset": "mnist"}, {"download", "verdict"}),
+    ({"tta_shifts": 8}, {"evaluate", "export", "verdict"}),  # a test-time choice: no retraining
 ]
 
 
@@ -101,15 +104,16 @@ def test_a_change_behind_data_dir_reruns_download_and_a_no_op_stays_a_no_op(dvc_
     assert failed.returncode != 0 and "checksum mismatch for t10k-labels-idx1-ubyte" in failed.stderr
 
 
-def test_a_misspelt_key_added_by_hand_stops_train_in_one_line(dvc_repo: Path) -> None:
+def test_a_misspelt_key_added_by_hand_is_refused_in_one_line_and_retrains_nothing(dvc_repo: Path) -> None:
     with (dvc_repo / "params.yaml").open("a") as fh:
         fh.write("lrr: 0.01\n")
     failed = dvc(dvc_repo, "repro", check=False)
     assert failed.returncode != 0
     assert "Error: params.yaml: unknown key 'lrr' (did you mean 'lr'?)" in failed.stderr
-    assert "Running stage 'train'" in failed.stdout and "Traceback" not in failed.stderr
-    git(dvc_repo, "checkout", "-q", "--", "params.yaml")  # the typo fixed: the failed run's deleted outputs return
-    assert "Stage 'train' is cached" in dvc(dvc_repo, "repro").stdout
+    assert "Running stage 'verdict'" in failed.stdout and "Running stage 'train'" not in failed.stdout
+    assert "Traceback" not in failed.stderr
+    git(dvc_repo, "checkout", "-q", "--", "params.yaml")  # the typo fixed: the record stands as it was
+    dvc(dvc_repo, "repro")
     assert git(dvc_repo, "status", "--porcelain") == ""
 
 

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from pipeline.data.prepared import PreparedData, load_split
 from pipeline.data.raw import FILES
 from pipeline.data.sources import DATASETS
-from pipeline.model.model_file import load_model
+from pipeline.model.test_time import load_model
 from stages import download, evaluate, preprocess, train
 from tests.crash import CRASHED
 from tests.dvc_repo import ENV, dvc, set_params

@@ -16,7 +16,7 @@ from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.export.onnx_session import open_session, run_logits
 from pipeline.inference import digit_image
 from pipeline.inference.digit_image import readings, scaled_by_range, to_mnist
-from pipeline.model.model_file import load_model
+from pipeline.model.test_time import load_model
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
 DIGITS = 60

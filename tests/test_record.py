@@ -112,5 +112,6 @@ def test_with_no_committed_record_the_verdict_says_so_and_nothing_else(tmp_path:
     (tmp_path / "metrics" / "train.json").write_text('{"platform": {}}')
     (tmp_path / "metrics" / "eval.json").write_text('{"accuracy": 0.99, "errors": 100}')
     monkeypatch.chdir(tmp_path)
-    result = invoke(verdict_stage.main, "--tolerance-from", REPO / "bench/results/preset-default.json")
+    result = invoke(verdict_stage.main, "--tolerance-from", REPO / "bench/results/preset-default.json",
+                    "--pipeline", REPO / "dvc.yaml")
     assert (result.exit_code, result.output) == (0, "[verdict] no committed record at HEAD to compare with\n")

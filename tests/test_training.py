@@ -19,8 +19,8 @@ from pipeline.common.code_deps import code_digest
 from pipeline.common.errors import PipelineError
 from pipeline.common.params import MAX_SEED
 from pipeline.data.prepared import Normalization, PreparedData
-from pipeline.model.model_file import load_model
 from pipeline.model.networks import MODELS, build_model
+from pipeline.model.test_time import load_model
 from pipeline.train.checkpoint import Checkpoint, fingerprint
 from pipeline.train.distributed import ProcessInfo
 from pipeline.train.loop import epoch_permutation, fit, shard

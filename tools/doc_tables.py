@@ -9,15 +9,22 @@ from pathlib import Path
 import click
 import yaml
 
-from pipeline.train.config import STAGE_SCHEMAS, read_params
+from pipeline.common.params import Schema, read_params_file
+from pipeline.data.preparation import PREPROCESS_PARAMS
+from pipeline.data.sources import DOWNLOAD_PARAMS
+from pipeline.model.test_time import TEST_TIME_PARAMS
+from pipeline.train.config import TRAIN_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
+# each stage's keys, where that stage defines them (dvc.yaml declares the same keys for it: tests/test_dvc_yaml.py)
+STAGE_SCHEMAS: dict[str, Schema] = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS,
+                                    "train": TRAIN_PARAMS, "evaluate, export": TEST_TIME_PARAMS}
 PAGE = ROOT / "docs" / "params.md"
 
 
 def params_table(params_file: Path = ROOT / "params.yaml") -> str:
     """Every key of params.yaml: its default, what is allowed, what it does and which stage reads it."""
-    defaults = read_params(params_file)
+    defaults = read_params_file(params_file)
     rows = ["| key | default | allowed | meaning | read by |", "|---|---|---|---|---|"]
     for stage, schema in STAGE_SCHEMAS.items():
         for key, param in schema.items():

@@ -12,7 +12,7 @@ from pipeline.export.formats import MAX_LOGIT_DIFF
 from pipeline.model.model_file import ModelFile
 
 
-def model_card(meta: ModelFile, stats: dict[str, Any], evaluation: dict[str, Any],
+def model_card(meta: ModelFile, tta_shifts: int, stats: dict[str, Any], evaluation: dict[str, Any],
                report: dict[str, Any], sizes: dict[str, int]) -> str:
     """A short Markdown model card: data, params, metrics, intended use and limits."""
     params = "\n".join(f"| `{k}` | `{v}` |" for k, v in meta.params.items())
@@ -44,6 +44,9 @@ MD5 of the decompressed IDX files it was trained and tested on:
 | param | value |
 |---|---|
 {params}
+
+Test-time shifts: {tta_shifts} (the exported graph averages the logits of the image and as many one-pixel
+shifts of it; `tta_shifts`, a param of evaluate and export).
 
 ## Metrics (test set, {stats['sizes']['test']} images)
 - accuracy {evaluation['accuracy']:.4f} ({evaluation['errors']} errors), macro F1 {evaluation['f1_macro']:.4f},

@@ -13,17 +13,7 @@ from torch import nn
 from pipeline.common.atomic import save_torch
 from pipeline.common.errors import PipelineError
 from pipeline.data.prepared import Normalization
-from pipeline.model.networks import (
-    CNN_WIDTH,
-    INPUT_SHAPE,
-    MODELS,
-    TTA_OFFSETS,
-    Normalized,
-    ShiftAveraged,
-    build_model,
-    fold_batchnorm,
-    uses_channels_last,
-)
+from pipeline.model.networks import CNN_WIDTH, INPUT_SHAPE, MODELS, build_model
 
 FORMAT = "mnist-pipeline-model/1"
 
@@ -50,8 +40,8 @@ def read_model_file(path: Path | str) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ModelFile:
     """models/model.pt as one value: the architecture, the normalization, the class names, the params it was
-    trained with (its test-time shifts among them) and the weights. Written by train; read by evaluate, export,
-    the benches and the tests (predict and serve read its ONNX export)."""
+    trained with and the weights. Written by train; read by evaluate, export, the benches and the tests (predict
+    and serve read its ONNX export). How it is used at test time is `test_time`'s."""
 
     architecture: str
     normalization: Normalization
@@ -65,10 +55,6 @@ class ModelFile:
         """The file of a trained network: its weights copied to the CPU as plain tensors."""
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         return cls(architecture, normalization, list(classes), params, weights)
-
-    @property
-    def tta_shifts(self) -> int:
-        return self.params.get("tta_shifts", 0)
 
     def save(self, path: Path | str) -> None:
         """Write it atomically: plain tensors and values only, so weights_only loading works."""
@@ -88,10 +74,6 @@ class ModelFile:
         path = Path(path)
         data = read_model_file(path)
         params = data["params"] if isinstance(data.get("params"), dict) else {}
-        shifts = params.get("tta_shifts", 0)
-        if type(shifts) is not int or shifts not in TTA_OFFSETS:  # False would pass as 0
-            allowed = ", ".join(map(str, TTA_OFFSETS))
-            raise PipelineError(f"{path}: unknown tta_shifts {shifts!r}, expected one of {allowed}")
         try:
             normalization = Normalization(**data["normalization"])
         except (KeyError, TypeError):
@@ -110,26 +92,3 @@ class ModelFile:
             first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
             raise PipelineError(f"{path}: weights do not fit model '{self.architecture}' ({first[:200]})") from None
         return model
-
-    def for_inference(self) -> nn.Module:
-        """The network as it is evaluated and exported (see `for_inference`)."""
-        return for_inference(self.network(), self.architecture, self.normalization, self.tta_shifts)
-
-
-def for_inference(model: nn.Module, name: str, normalization: Normalization, tta_shifts: int = 0) -> nn.Module:
-    """A trained network as it is evaluated and exported, in eval mode: taking [0, 1] pixels, with the
-    normalization and any test-time shifts inside, BatchNorm folded into the convolutions, and the CNN
-    channels-last (about twice as fast on CPU)."""
-    model = fold_batchnorm(model.eval())
-    if uses_channels_last(name):
-        model = model.to(memory_format=torch.channels_last)
-    wrapped: nn.Module = Normalized(model, normalization.mean, normalization.std)
-    if tta_shifts:
-        wrapped = ShiftAveraged(wrapped, tta_shifts)
-    return wrapped.eval()
-
-
-def load_model(path: Path | str) -> tuple[nn.Module, ModelFile]:
-    """The model as `for_inference` makes it, and its file."""
-    file = ModelFile.load(path)
-    return file.for_inference(), file

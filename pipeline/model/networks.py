@@ -5,16 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 CNN_WIDTH = 16
-# test-time augmentation: the identity plus the 4 (or all 8) neighbouring whole-pixel shifts
-TTA_OFFSETS = {0: ((0, 0),), 4: ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)),
-               8: tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))}
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> list[nn.Module]:
@@ -116,23 +112,3 @@ class Normalized(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model((pixels - self.mean) / self.std)
-
-
-class ShiftAveraged(nn.Module):
-    """Test-time augmentation inside the graph: the mean logits over whole-pixel shifts of the input.
-
-    Takes [0, 1] pixels (0 is the background, so the padding is too) and runs all shifted copies
-    through the model as one batch. `shifts` is a key of TTA_OFFSETS.
-    """
-
-    def __init__(self, model: nn.Module, shifts: int) -> None:
-        super().__init__()
-        self.model = model
-        self.offsets = TTA_OFFSETS[shifts]
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        height, width = pixels.shape[-2:]
-        padded = F.pad(pixels, (1, 1, 1, 1))
-        views = torch.cat([padded[:, :, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in self.offsets])
-        logits = self.model(views)
-        return logits.view(len(self.offsets), -1, logits.shape[-1]).mean(0)

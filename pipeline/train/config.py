@@ -9,20 +9,16 @@ from typing import Any
 from pipeline.common.errors import PipelineError
 from pipeline.common.params import (
     MAX_SEED,
-    Schema,
     boolean,
     choice,
     integer,
     number,
     param,
     read_params_file,
-    refuse_unknown,
     schema_of,
     validate,
 )
-from pipeline.data.preparation import PREPROCESS_PARAMS
-from pipeline.data.sources import DOWNLOAD_PARAMS
-from pipeline.model.networks import MODELS, TTA_OFFSETS
+from pipeline.model.networks import MODELS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULERS = ("none", "onecycle", "cosine")
@@ -47,8 +43,10 @@ class TrainConfig:
                            "the rest)")
     lr: float = param("a number > 0 and < 10", number(0.0, 10.0, low_open=True), "peak learning rate")
     momentum: float = param("a number >= 0 and < 1", number(0.0, 1.0),
-                            "SGD momentum (adam and adamw ignore it; muon uses 0.95)")
-    nesterov: bool = param("true or false", boolean, "Nesterov momentum for SGD (needs momentum > 0)")
+                            "SGD momentum; sgd only: adam, adamw and muon (which uses 0.95) ignore it, so under them "
+                            "a change retrains to the same weights")
+    nesterov: bool = param("true or false", boolean,
+                           "Nesterov momentum (needs momentum > 0); sgd only, as momentum")
     weight_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                                 "weight decay: an L2 penalty for sgd and adam, decoupled for adamw and muon")
     scheduler: str = param(_one_of(SCHEDULERS), choice(*SCHEDULERS), "learning-rate schedule, stepped every batch")
@@ -68,9 +66,6 @@ class TrainConfig:
     ema_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                              "keep an exponential moving average of the weights, updated every batch, as the model "
                              "that is validated and saved; 0 is off")
-    tta_shifts: int = param("0, 4 or 8", choice(*TTA_OFFSETS),
-                            "test-time augmentation in the saved and exported model: average the logits of the image "
-                            "and its 4 (or 8) one-pixel shifts; 0 is off")
     select_fraction: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                                    "selective backprop: after select_after full epochs, each epoch trains on this "
                                    "fraction of the images, three quarters the hardest at their last visit and "
@@ -96,21 +91,12 @@ class TrainConfig:
 
 
 TRAIN_PARAMS = schema_of(TrainConfig)
-STAGE_SCHEMAS: dict[str, Schema] = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS,
-                                    "train": TRAIN_PARAMS}
-KNOWN_KEYS = tuple(key for schema in STAGE_SCHEMAS.values() for key in schema)
-
-
-def read_params(path: Path | str) -> dict[str, Any]:
-    """The whole file as train reads it: UTF-8, valid YAML, no key given twice and none that no stage reads."""
-    raw = read_params_file(path)
-    refuse_unknown(raw, KNOWN_KEYS, str(path))
-    return raw
 
 
 def load_train_config(path: Path | str, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """The train stage's config from the file at `path`, with `overrides` (raw YAML values, as `-S` gives)
-    applied before validation; errors name the file, and the overrides when there are any."""
+    applied before validation; errors name the file, and the overrides when there are any. Other stages' keys
+    are theirs to check; a key that no stage reads is refused by the verdict stage, which reads the whole file."""
     source = f"{path} with -S" if overrides else str(path)
-    params = validate({**read_params(path), **(overrides or {})}, TRAIN_PARAMS, source)
+    params = validate({**read_params_file(path), **(overrides or {})}, TRAIN_PARAMS, source)
     return TrainConfig.from_params(params, source)

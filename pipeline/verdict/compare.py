@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 RESTORE = "git checkout HEAD -- dvc.lock metrics && dvc pull -r storage train export"
 
 
@@ -111,3 +113,16 @@ def verdict(committed: Record, current: Record, tolerance: tuple[float, str], ch
     lines.append(f"  changed files of the record ({len(changed)}): {', '.join(changed) if changed else 'none'}")
     lines.append(f"  to restore the committed record: {RESTORE}")
     return lines
+
+
+def declared_keys(pipeline_text: str) -> list[str]:
+    """The params.yaml keys that the stages of a dvc.yaml declare they read (a stage that declares the whole
+    file, as verdict does, names none)."""
+    keys: set[str] = set()
+    for stage in (yaml.safe_load(pipeline_text) or {}).get("stages", {}).values():
+        for entry in stage.get("params", []):
+            if isinstance(entry, str):
+                keys.add(entry)
+            else:
+                keys.update(key for listed in entry.values() for key in (listed or []))
+    return sorted(keys)
