@@ -25,8 +25,8 @@ def accuracies(logits_of: Logits, images: np.ndarray, labels: np.ndarray) -> lis
 
 
 def predict_accuracies(logits_of: Logits, suite: Suite) -> list[float]:
-    """Accuracy on each corruption's images as predict reads them: of each image's readings, the one the model
-    is surest of (an image with none, where predict found no digit, is wrong)."""
+    """Accuracy on each corruption's images as predict reads them: of each image's readings, the one predict
+    takes (`surest`); an image with none, where predict found no digit, is wrong."""
     count, size, most = suite.prepared.shape[:3]
     present = np.arange(most)[None, None] < suite.readings[..., None]  # C x N x K
     probabilities = np.zeros((count, size, most, 10), dtype=np.float32)
