@@ -24,7 +24,7 @@ from pipeline.common.params import load_params
 from pipeline.data.prepared import PreparedData
 from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.model.test_time import TEST_TIME_PARAMS, for_inference
-from pipeline.robustness.scores import accuracies, predict_accuracies, summary
+from pipeline.robustness.scores import path_summaries
 from pipeline.robustness.suite_file import Suite, load_suite
 from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.config import TrainConfig, load_train_config
@@ -65,12 +65,8 @@ def robustness(model: torch.nn.Module, suite: Suite) -> dict[str, float]:
     def logits_of(pixels: np.ndarray) -> np.ndarray:
         return predict_logits(model, torch.from_numpy(pixels)).numpy()
 
-    report = {}
-    for path, scores in (("direct", accuracies(logits_of, suite.images, suite.labels)),
-                         ("predict", predict_accuracies(logits_of, suite))):
-        means = summary(suite.index, scores)
-        report |= {f"{path}_mean": means["mean"], f"{path}_held_out_mean": means["held_out_mean"]}
-    return report
+    return {f"{path}_{mean}": scores[mean] for path, scores in path_summaries(logits_of, suite).items()
+            for mean in ("mean", "held_out_mean")}
 
 
 @click.command(help=__doc__)

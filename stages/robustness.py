@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.common.atomic import atomic_dir, write_json
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.export.onnx_session import open_session, run_logits
-from pipeline.robustness.scores import accuracies, predict_accuracies, summary
+from pipeline.robustness.scores import path_summaries
 from pipeline.robustness.suite_file import load_suite
 
 log = logging.getLogger("robustness")
@@ -37,19 +37,16 @@ def main(model: Path, suite_dir: Path, metrics: Path, plots_dir: Path) -> None:
     def logits_of(pixels: np.ndarray) -> np.ndarray:  # large batches keep onnxruntime's threads busy
         return run_logits(session, pixels, batch=2000)
 
-    direct = accuracies(logits_of, suite.images, suite.labels)
-    prepared = predict_accuracies(logits_of, suite)
-    report = {"images_per_corruption": suite.index["images_per_corruption"],
-              "direct": summary(suite.index, direct), "predict": summary(suite.index, prepared)}
+    report = {"images_per_corruption": suite.index["images_per_corruption"], **path_summaries(logits_of, suite)}
     with atomic_dir(plots_dir) as tmp:
         rows = ["corruption,family,trained,path,accuracy"]
-        for path, scores in (("direct", direct), ("predict", prepared)):
-            rows += [f"{e['name']},{e['family']},{str(e['trained']).lower()},{path},{a:.4f}"
-                     for e, a in zip(suite.index["corruptions"], scores, strict=True)]
+        for path in ("direct", "predict"):
+            rows += [f"{e['name']},{e['family']},{str(e['trained']).lower()},{path},"
+                     f"{report[path]['corruption'][e['name']]:.4f}" for e in suite.index["corruptions"]]
         (tmp / "per_corruption.csv").write_text("\n".join(rows) + "\n")
     write_json(metrics, report)
     log.info("mean accuracy under %d corruptions (%d digits each): direct %.4f (held out %.4f), through predict "
-             "%.4f (held out %.4f)", len(direct), len(suite.labels), report["direct"]["mean"],
+             "%.4f (held out %.4f)", len(suite.images), len(suite.labels), report["direct"]["mean"],
              report["direct"]["held_out_mean"], report["predict"]["mean"], report["predict"]["held_out_mean"])
 
 

@@ -49,3 +49,9 @@ def summary(index: dict[str, Any], per_corruption: list[float]) -> dict[str, Any
             "held_out_mean": round(float(np.mean(held_out)), 4) if held_out else None,
             "family": {name: round(float(np.mean(values)), 4) for name, values in families.items()},
             "corruption": {e["name"]: round(a, 4) for e, a in zip(entries, per_corruption, strict=True)}}
+
+
+def path_summaries(logits_of: Logits, suite: Suite) -> dict[str, dict[str, Any]]:
+    """`summary` of both paths: "direct" (the corrupted images as they are) and "predict" (predict's readings)."""
+    return {"direct": summary(suite.index, accuracies(logits_of, suite.images, suite.labels)),
+            "predict": summary(suite.index, predict_accuracies(logits_of, suite))}
