@@ -17,7 +17,7 @@ $(STAMP): requirements.txt constraints.txt
 # then only what changed runs (on a fresh clone: download and preprocess, which are the same bits everywhere).
 # The pull names its remote, so that a team's default remote never stands in for the offline record.
 repro: setup
-	dvc pull -r storage --allow-missing train export
+	dvc pull -r storage --allow-missing train export evaluate
 	dvc repro
 
 # retrain the committed params here: your platform's baseline, with a verdict against the committed record
@@ -27,8 +27,8 @@ retrain: setup
 # make the current results the record that travels: its model files into dvc-store/ (and the team's default
 # remote, when there is one, so that `dvc get <repo URL> models/model.onnx` finds them), then stage both
 publish: setup
-	dvc push -r storage train export
-	if dvc remote default >/dev/null 2>&1; then dvc push train export; fi
+	dvc push -r storage train export evaluate
+	if dvc remote default >/dev/null 2>	if dvc remote default >/dev/null 2>&1; then dvc push train export; fi1; then dvc push train export evaluate; fi
 	git add dvc.lock metrics dvc-store
 
 test: setup lint

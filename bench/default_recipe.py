@@ -22,7 +22,7 @@ import torch
 from bench.report_file import machine, write_report
 from pipeline.common.params import load_params
 from pipeline.data.prepared import PreparedData
-from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.model.batches import predict_logits, to_pixels
 from pipeline.model.test_time import TEST_TIME_PARAMS, for_inference
 from pipeline.robustness.scores import path_summaries
 from pipeline.robustness.suite_file import Suite, load_suite

@@ -21,7 +21,7 @@ from torchvision import datasets, transforms
 
 from bench.report_file import machine, write_report
 from pipeline.data.prepared import PreparedData
-from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.model.batches import predict_logits, to_pixels
 from pipeline.model.networks import build_model
 from pipeline.model.test_time import for_inference
 from pipeline.train.checkpoint import Checkpoint

@@ -1,6 +1,6 @@
 """Benchmark: predict's accuracy on real MNIST test digits redrawn in the forms people feed it.
 
-Needs `dvc repro` (data/prepared/test.pt and models/model.onnx). Each form gets the same digits (the
+Needs `dvc repro` (data/prepared/test.npz and models/model.onnx). Each form gets the same digits (the
 first N of the test split), written to files and read back through `python -m stages.predict`'s own
 code path. With `--previous DIR` (a checkout of an earlier revision with its models/model.onnx), the same
 files also go through that revision's `python -m stages.predict --json`, side by side. Writes
@@ -62,7 +62,7 @@ def previous_accuracy(checkout: Path, files: list[Path], labels: np.ndarray) -> 
               help="A checkout of an earlier revision, with its models/model.onnx, to read the same files beside.")
 @click.option("--update", is_flag=True, help="Replace the committed results instead of writing to results/local/.")
 def main(digits: int, model: Path, data: Path, previous: Path | None, update: bool) -> None:
-    test = load_split(data / "test.pt")
+    test = load_split(data / "test.npz")
     images, labels = test.images[:digits].numpy(), test.labels[:digits].numpy()
     session = open_session(model)
     report: dict[str, object] = {"machine": machine(), "digits_per_form": digits, "forms": {}}

@@ -47,7 +47,7 @@ class Tally:
 
 def canvas_png(data: Path) -> bytes:
     """The first test digit as the drawing page sends it: white on black, 280x280, PNG."""
-    digit = load_split(data / "test.pt").images[0].numpy()
+    digit = load_split(data / "test.npz").images[0].numpy()
     buffer = io.BytesIO()
     Image.fromarray(np.kron(digit, np.ones((10, 10), dtype=np.uint8))).save(buffer, "PNG")
     return buffer.getvalue()

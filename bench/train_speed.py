@@ -18,7 +18,7 @@ import torch
 
 from pipeline.common.params import load_params
 from pipeline.data.prepared import PreparedData
-from pipeline.evaluate.metrics import predict_logits, to_pixels
+from pipeline.model.batches import predict_logits, to_pixels
 from pipeline.model.test_time import TEST_TIME_PARAMS, for_inference
 from pipeline.train.checkpoint import Checkpoint
 from pipeline.train.config import load_train_config

@@ -31,7 +31,7 @@ corruptions, their families, and which of them training's augmentations apply). 
 @reports_errors
 def main(data: Path, out: Path, images: int) -> None:
     setup_logging("corrupt")
-    suite = make_suite(load_split(data / "test.pt"), images, SEED)
+    suite = make_suite(load_split(data / "test.npz"), images, SEED)
     save_suite(out, suite)
     log.info("%d corruptions x %d test digits -> %s", len(suite.images), len(suite.labels), out)
 

@@ -1,73 +1,80 @@
-"""evaluate stage: measure the trained model on the test split; write metrics, per-class report and figures."""
+"""evaluate stage: measure the exported ONNX model, as it ships, on the test split with onnxruntime (no PyTorch);
+write metrics, the per-class report, figures and the model card."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 
 import click
-import pandas as pd
+import numpy as np
 
-from pipeline.common.atomic import atomic_dir, write_json
+from pipeline.common.atomic import atomic_dir, write_json, write_text
 from pipeline.common.cli import reports_errors, run, setup_logging
-from pipeline.common.params import describe, load_params
-from pipeline.data.prepared import load_split
+from pipeline.common.errors import PipelineError
+from pipeline.data.prepared_arrays import load_arrays, read_stats
 from pipeline.evaluate.figures import plot_confusion, plot_misclassified
-from pipeline.evaluate.metrics import (
-    confusion_matrix,
-    per_class_report,
-    predict_logits,
-    summarize,
-    to_pixels,
-    worst_mistakes,
-)
-from pipeline.model.test_time import TEST_TIME_PARAMS, load_model
+from pipeline.evaluate.metrics import confusion_matrix, per_class_report, summarize, worst_mistakes, write_csv
+from pipeline.evaluate.model_card import CARD_KEYS, model_card
+from pipeline.export.onnx_session import class_names, metadata, open_session, run_logits
 
 log = logging.getLogger("evaluate")
 WORST = 32
 
 
-@click.command(help=f"""Evaluate MODEL on the test split in DATA (on the CPU).
+def read_export_report(path: Path) -> dict:
+    """The export stage's metrics (agreement with PyTorch, file sizes), for the model card."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found (run the export stage)") from None
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
 
-Writes METRICS (accuracy, loss, macro precision/recall/F1, error count)
-and into PLOTS_DIR: per_class.csv, confusion.csv (actual,predicted per test image, for DVC's
-confusion template), confusion.png and misclassified.png.
 
-\b
-Params read from params.yaml:
-{describe(TEST_TIME_PARAMS)}""")
-@click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_path", default="models/model.pt", show_default=True,
+@click.command(help="""Evaluate the exported ONNX MODEL on the test split in DATA with onnxruntime.
+
+Writes METRICS (accuracy, loss, macro precision/recall/F1, error count), the model CARD (from
+the ONNX metadata, DATA's stats.json and EXPORT_METRICS) and into PLOTS_DIR: per_class.csv,
+confusion.csv (actual,predicted per test image, for DVC's confusion template), confusion.png
+and misclassified.png. Imports no PyTorch: the numbers are those of the file that ships.""")
+@click.option("--model", "model_path", default="models/model.onnx", show_default=True,
               type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--export-metrics", default="metrics/export.json", show_default=True, type=click.Path(path_type=Path))
 @click.option("--metrics", default="metrics/eval.json", show_default=True, type=click.Path(path_type=Path))
 @click.option("--plots-dir", default="metrics/eval", show_default=True, type=click.Path(path_type=Path))
+@click.option("--card", default="models/model_card.md", show_default=True, type=click.Path(path_type=Path))
 @reports_errors
-def main(params_file: Path, model_path: Path, data: Path, metrics: Path, plots_dir: Path) -> None:
+def main(model_path: Path, data: Path, export_metrics: Path, metrics: Path, plots_dir: Path, card: Path) -> None:
     setup_logging("evaluate")
-    model, meta = load_model(model_path, load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"])
-    test = load_split(data / "test.pt")
-    classes = meta.classes
-    pixels = to_pixels(test.images)
+    session = open_session(model_path)
+    classes, properties = class_names(session), metadata(session)
+    if missing := sorted(CARD_KEYS - properties.keys()):
+        raise PipelineError(f"{model_path}: no {', '.join(missing)} in its metadata (make it with the export stage)")
+    images, labels = load_arrays(data / "test.npz")
+    stats, export = read_stats(data), read_export_report(export_metrics)
     started = time.perf_counter()
-    logits = predict_logits(model, pixels)
-    rate = len(pixels) / (time.perf_counter() - started)
-    actual, predicted = test.labels.numpy(), logits.argmax(1).numpy()
-    matrix = confusion_matrix(actual, predicted, len(classes))
+    logits = run_logits(session, (images[:, None] / np.float32(255)).astype(np.float32))
+    rate = len(images) / (time.perf_counter() - started)
+    predicted = logits.argmax(1)
+    matrix = confusion_matrix(labels, predicted, len(classes))
     report = per_class_report(matrix, classes)
-    summary = summarize(logits, test.labels, report)
-    worst, confidence = worst_mistakes(logits, test.labels, WORST)
+    summary = summarize(logits, labels, report)
+    worst, confidence = worst_mistakes(logits, labels, WORST)
     with atomic_dir(plots_dir) as tmp:
-        report.to_csv(tmp / "per_class.csv", index=False)
-        pd.DataFrame({"actual": [classes[i] for i in actual], "predicted": [classes[i] for i in predicted]}).to_csv(
-            tmp / "confusion.csv", index=False)
+        write_csv(tmp / "per_class.csv", report)
+        write_csv(tmp / "confusion.csv", {"actual": [classes[i] for i in labels],
+                                          "predicted": [classes[i] for i in predicted]})
         plot_confusion(matrix, classes, tmp / "confusion.png")
-        plot_misclassified(test.images[worst].numpy(), [classes[i] for i in actual[worst]],
-                           [classes[i] for i in predicted[worst]], confidence.tolist(), tmp / "misclassified.png")
+        plot_misclassified(images[worst], [classes[i] for i in labels[worst]], [classes[i] for i in predicted[worst]],
+                           confidence.tolist(), tmp / "misclassified.png")
     write_json(metrics, summary)
-    log.info("test accuracy %.4f (%d errors of %d), macro F1 %.4f; %d images/s", summary["accuracy"],
-             summary["errors"], len(test), summary["f1_macro"], rate)
+    write_text(card, model_card(properties, stats, summary, export))
+    log.info("test accuracy %.4f (%d errors of %d), macro F1 %.4f; onnxruntime %d images/s", summary["accuracy"],
+             summary["errors"], len(labels), summary["f1_macro"], rate)
 
 
 if __name__ == "__main__":

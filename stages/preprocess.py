@@ -12,13 +12,14 @@ from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.params import describe, load_params
 from pipeline.data.preparation import PREPROCESS_PARAMS, prepare
 from pipeline.data.prepared import PreparedData, save_split
+from pipeline.data.prepared_arrays import SUFFIX
 
 log = logging.getLogger("preprocess")
 
 
 @click.command(help=f"""Turn the IDX files in RAW into tensor splits in OUT.
 
-Writes train.pt, val.pt, test.pt ({{'images': uint8 Nx28x28, 'labels': int64 N}}) and
+Writes train.npz, val.npz, test.npz (arrays 'images': uint8 Nx28x28, 'labels': int64 N) and
 stats.json (dataset, classes, split sizes, class counts, training mean/std, source MD5s).
 
 \b
@@ -34,7 +35,7 @@ def main(params_file: Path, raw: Path, out: Path) -> None:
     splits, stats = prepare(raw, params["val_size"], params["split_seed"])
     with atomic_dir(out) as tmp:
         for name, split in splits.items():
-            save_split(tmp / f"{name}.pt", split)
+            save_split(tmp / f"{name}{SUFFIX}", split)
         write_json(tmp / "stats.json", stats)
     prepared = PreparedData.load(out)  # read back as the stages after this one will read it
     log.info("train %d / val %d / test %d, mean %.4f std %.4f -> %s", *prepared.stats["sizes"].values(),

@@ -65,7 +65,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(splits.train),
              len(splits.val), info.world_size)
     platform = describe_platform(device)
-    run_id = fingerprint(cfg, [data / "train.pt", data / "val.pt"], info.world_size, code_digest(Path(__file__)),
+    run_id = fingerprint(cfg, [data / "train.npz", data / "val.npz"], info.world_size, code_digest(Path(__file__)),
                          platform)
 
     parameters = count_parameters(build_model(cfg.model, cfg.width, cfg.standardize))

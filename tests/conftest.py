@@ -53,7 +53,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_arrays: dict[str, t
     out = tmp_path_factory.mktemp("prepared")
     splits, stats = prepare(raw, 500, 0)
     for name, split in splits.items():
-        save_split(out / f"{name}.pt", split)
+        save_split(out / f"{name}.npz", split)
     (out / "stats.json").write_text(json.dumps(stats))
     return out
 
@@ -67,29 +67,29 @@ def plain_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path,
-              plain_params: Path) -> Path:
-    """The evaluate stage's outputs for `trained_model` on the `prepared` test split (no test-time shifts)."""
-    from stages import evaluate
+def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path,
+             plain_params: Path) -> Path:
+    """The export stage's outputs for `trained_model` (no test-time shifts): model.onnx, model.pt2, export.json."""
+    from stages import export
 
-    out = tmp_path_factory.mktemp("evaluated")
-    result = invoke(evaluate.main, "--params", plain_params, "--model", trained_model, "--data", prepared,
-                    "--metrics", out / "eval.json", "--plots-dir", out / "eval")
+    out = tmp_path_factory.mktemp("exported")
+    result = invoke(export.main, "--params", plain_params, "--model", trained_model, "--data", prepared,
+                    "--onnx-out", out / "model.onnx", "--program-out", out / "model.pt2",
+                    "--metrics", out / "export.json")
     assert result.exit_code == 0, result.output
     return out
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path, evaluated: Path,
-             plain_params: Path) -> Path:
-    """The export stage's outputs for `trained_model`: model.onnx, model.pt2, the model card and export.json."""
-    from stages import export
+def evaluated(tmp_path_factory: pytest.TempPathFactory, exported: Path, prepared: Path) -> Path:
+    """The evaluate stage's outputs for the `exported` model on the `prepared` test split: eval.json, eval/ and
+    model_card.md."""
+    from stages import evaluate
 
-    out = tmp_path_factory.mktemp("exported")
-    result = invoke(export.main, "--params", plain_params, "--model", trained_model, "--data", prepared,
-                    "--eval-metrics", evaluated / "eval.json", "--onnx-out", out / "model.onnx",
-                    "--program-out", out / "model.pt2", "--card-out", out / "model_card.md",
-                    "--metrics", out / "export.json")
+    out = tmp_path_factory.mktemp("evaluated")
+    result = invoke(evaluate.main, "--model", exported / "model.onnx", "--data", prepared,
+                    "--export-metrics", exported / "export.json", "--metrics", out / "eval.json",
+                    "--plots-dir", out / "eval", "--card", out / "model_card.md")
     assert result.exit_code == 0, result.output
     return out
 

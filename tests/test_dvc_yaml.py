@@ -76,8 +76,8 @@ MAY_IMPORT = {
     "data": {"common"},
     "model": {"common", "data"},  # a model file holds the prepared data's normalization
     "train": {"common", "data", "model"},
-    "evaluate": {"common", "data", "model"},
-    "export": {"common", "data", "model", "evaluate"},
+    "evaluate": {"common", "data", "export"},  # the ONNX file with onnxruntime, never PyTorch
+    "export": {"common", "data", "model"},
     "inference": {"common", "model", "export"},
     "verdict": {"common"},
     "robustness": {"common", "data", "inference", "export"},

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import torch
@@ -19,8 +21,8 @@ from PIL import Image
 
 from pipeline.common.errors import PipelineError
 from pipeline.data.prepared import load_split
-from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.export.onnx_session import open_session, run_logits
+from pipeline.model.batches import predict_logits, to_pixels
 from pipeline.model.model_file import read_model_file
 from pipeline.model.networks import Normalized, build_model
 from pipeline.model.test_time import load_model
@@ -31,14 +33,17 @@ from tests.hostile_images import bmp_of_runs, jpeg_of_scans, png_of_chunks
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the exported model once
 
 
-def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_model: Path, prepared: Path) -> None:
+def test_evaluate_measures_the_onnx_file_and_writes_metrics_report_figures_and_card(
+        evaluated: Path, exported: Path, prepared: Path) -> None:
     metrics = json.loads((evaluated / "eval.json").read_text())
     assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "errors"}
-    test = load_split(prepared / "test.pt")
-    model, _ = load_model(trained_model)
-    expected = (predict_logits(model, to_pixels(test.images)).argmax(1) != test.labels).sum().item()
+    test = load_split(prepared / "test.npz")
+    logits = run_logits(open_session(exported / "model.onnx"), to_pixels(test.images).numpy())
+    expected = int((logits.argmax(1) != test.labels.numpy()).sum())
     assert metrics["errors"] == expected
     assert metrics["accuracy"] == pytest.approx(1 - expected / len(test))
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(), test.labels).item()
+    assert metrics["loss"] == pytest.approx(loss, abs=2e-6)
     per_class = pd.read_csv(evaluated / "eval" / "per_class.csv")
     assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
     assert per_class["support"].sum() == len(test)
@@ -47,6 +52,16 @@ def test_evaluate_writes_metrics_report_and_figures(evaluated: Path, trained_mod
     assert (confusion["actual"] != confusion["predicted"]).sum() == expected
     for image in ("confusion.png", "misclassified.png"):
         assert (evaluated / "eval" / image).read_bytes().startswith(b"\x89PNG")
+    card = (evaluated / "model_card.md").read_text()
+    assert "Intended use and limits" in card and "Custom dataset: see its own licence." in card
+    assert f"accuracy {metrics['accuracy']:.4f} ({expected} errors)" in card
+    assert "| `epochs` | `3` |" in card  # the training params, from the ONNX file's metadata
+
+
+def test_evaluate_imports_no_torch() -> None:
+    code = "import sys, stages.evaluate; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
 
 
 def test_the_inference_model_folds_batchnorm_and_predicts_as_the_trained_network(trained_model: Path,
@@ -57,14 +72,15 @@ def test_the_inference_model_folds_batchnorm_and_predicts_as_the_trained_network
     trained = Normalized(network, **data["normalization"]).eval()
     model, _ = load_model(trained_model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    pixels = to_pixels(load_split(prepared / "test.pt").images[:500])
+    pixels = to_pixels(load_split(prepared / "test.npz").images[:500])
     expected, folded = predict_logits(trained, pixels), predict_logits(model, pixels)
     assert (expected - folded).abs().max() < 1e-4
     assert torch.equal(expected.argmax(1), folded.argmax(1))
 
 
 def test_export_agrees_with_pytorch_on_every_test_image(exported: Path, trained_model: Path, prepared: Path) -> None:
-    pixels = to_pixels(load_split(prepared / "test.pt").images)
+    """Measured here on all of them; the stage itself checks the first VERIFIED (the ONNX file is evaluated on all)."""
+    pixels = to_pixels(load_split(prepared / "test.npz").images)
     model, _ = load_model(trained_model)
     with torch.inference_mode():
         reference = predict_logits(model, pixels).numpy()
@@ -73,13 +89,11 @@ def test_export_agrees_with_pytorch_on_every_test_image(exported: Path, trained_
     assert abs(onnx_logits - reference).max() < 1e-4
     report = json.loads((exported / "export.json").read_text())  # and the stage's report says the same
     assert report["agree"] is True
-    assert report["images"] == len(pixels)
+    assert report["images"] == export.VERIFIED
     for name in ("onnx", "torch_export"):
         assert report[name]["disagreements"] == 0
         assert report[name]["max_abs_logit_diff"] < 1e-4
     assert report["onnx_bytes"] == (exported / "model.onnx").stat().st_size
-    card = (exported / "model_card.md").read_text()
-    assert "Intended use and limits" in card and "Custom dataset: see its own licence." in card
 
 
 def test_onnx_has_dynamic_batch_and_normalization_inside(exported: Path, trained_model: Path) -> None:
@@ -95,19 +109,17 @@ def test_onnx_has_dynamic_batch_and_normalization_inside(exported: Path, trained
     assert json.loads(session.get_modelmeta().custom_metadata_map["classes"]) == [str(d) for d in range(10)]
 
 
-def test_test_time_shifts_are_inside_the_exported_graphs(trained_model: Path, evaluated: Path, prepared: Path,
-                                                        tmp_path: Path) -> None:
+def test_test_time_shifts_are_inside_the_exported_graphs(trained_model: Path, prepared: Path, tmp_path: Path) -> None:
     import onnxruntime as ort
 
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "params.yaml").read_text()), "tta_shifts": 4}))
     result = invoke(export.main, "--params", params, "--model", trained_model, "--data", prepared,
-                    "--eval-metrics", evaluated / "eval.json", "--onnx-out", tmp_path / "model.onnx",
-                    "--program-out", tmp_path / "model.pt2", "--card-out", tmp_path / "card.md",
+                    "--onnx-out", tmp_path / "model.onnx", "--program-out", tmp_path / "model.pt2",
                     "--metrics", tmp_path / "export.json")
-    assert result.exit_code == 0, result.output  # ONNX and .pt2 agree with PyTorch on every test image
+    assert result.exit_code == 0, result.output  # ONNX and .pt2 agree with PyTorch
     plain, _ = load_model(trained_model)
-    pixels = to_pixels(load_split(prepared / "test.pt").images[:5])
+    pixels = to_pixels(load_split(prepared / "test.npz").images[:5])
     padded = torch.nn.functional.pad(pixels, (1, 1, 1, 1))
     views = [padded[:, :, 1 + dy:29 + dy, 1 + dx:29 + dx] for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))]
     expected = torch.stack([predict_logits(plain, view) for view in views]).mean(0)
@@ -124,7 +136,7 @@ def digit_png(image: np.ndarray, path: Path, invert: bool, scale: int) -> Path:
 
 def test_predict_reads_pngs_of_real_digits_as_the_model_reads_the_digits(
         exported: Path, trained_model: Path, prepared: Path, tmp_path: Path) -> None:
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     chosen = range(40)  # the first 40, whatever the model makes of them
     model, _ = load_model(trained_model)
     direct = predict_logits(model, to_pixels(test.images[:40])).argmax(1).tolist()
@@ -139,7 +151,7 @@ def test_predict_reads_pngs_of_real_digits_as_the_model_reads_the_digits(
 
 
 def test_predict_reports_bad_files_and_still_predicts_the_rest(exported: Path, prepared: Path, tmp_path: Path) -> None:
-    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    good = digit_png(load_split(prepared / "test.npz").images[0].numpy(), tmp_path / "good.png", True, 2)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     truncated = tmp_path / "truncated.png"
@@ -165,17 +177,18 @@ def test_predict_refuses_absurdly_large_images(tmp_path: Path) -> None:
         digit_image.prepare_image(huge)
 
 
-PEAK_AT_EXIT = ("import atexit, re, runpy, sys; atexit.register(lambda: print('peak', re.search(r'VmHWM:\\s+(\\d+)', "
-                "open('/proc/self/status').read())[1], file=sys.stderr)); sys.argv[0] = 'predict'; "
-                "runpy.run_module('stages.predict', run_name='__main__')")
+# predict as a child of its own small process, which then prints the child's peak resident memory (kB)
+PEAK_OF_CHILD = ("import resource, subprocess, sys; done = subprocess.run([sys.executable, '-m', 'stages.predict', "
+                 "*sys.argv[1:]]); print('peak', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+                 "file=sys.stderr); sys.exit(done.returncode)")
 
 
 def test_predict_reads_a_40_megapixel_page_within_a_gigabyte(exported: Path, prepared: Path, tmp_path: Path) -> None:
-    digit = Image.fromarray(255 - load_split(prepared / "test.pt").images[0].numpy()).resize((4000, 4000))
+    digit = Image.fromarray(255 - load_split(prepared / "test.npz").images[0].numpy()).resize((4000, 4000))
     page = Image.new("RGB", (6300, 6300), (250, 244, 225))  # 39.7 megapixels of cream paper: under the limit
     page.paste(digit, (1000, 1200))
     page.save(tmp_path / "page.png")
-    done = subprocess.run([sys.executable, "-c", PEAK_AT_EXIT, str(tmp_path / "page.png"), "--model",
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, str(tmp_path / "page.png"), "--model",
                            str(exported / "model.onnx")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith(f"{tmp_path / 'page.png'}: 7 ("), done.stdout + done.stderr
     peak_mb = int(done.stderr.split("peak ")[1]) // 1024
@@ -222,29 +235,49 @@ def bad_model_files(folder: Path, trained_model: Path) -> dict[str, tuple[Path, 
 
 
 @pytest.mark.parametrize("case", ["truncated", "other architecture", "malicious", "plain pickle", "missing"])
-def test_evaluate_refuses_bad_model_files(case: str, trained_model: Path, prepared: Path, tmp_path: Path) -> None:
+def test_export_refuses_bad_model_files(case: str, trained_model: Path, prepared: Path, tmp_path: Path) -> None:
     path, message = bad_model_files(tmp_path, trained_model)[case]
-    result = invoke(evaluate.main, "--model", path, "--data", prepared, "--metrics", tmp_path / "eval.json",
-                    "--plots-dir", tmp_path / "eval")
+    result = invoke(export.main, "--model", path, "--data", prepared, "--onnx-out", tmp_path / "model.onnx",
+                    "--program-out", tmp_path / "model.pt2", "--metrics", tmp_path / "export.json")
     assert result.exit_code == 1
     assert message in result.output
     assert not (tmp_path / "pwned").exists()
-    assert not (tmp_path / "eval.json").exists() and not (tmp_path / "eval").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".onnx", ".pt2", ".json")) == []
 
 
-def test_evaluate_refuses_mismatched_test_tensors(trained_model: Path, prepared: Path, tmp_path: Path) -> None:
+def evaluate_args(model: Path, data: Path, exported: Path, out: Path) -> list[Path | str]:
+    return ["--model", model, "--data", data, "--export-metrics", exported / "export.json",
+            "--metrics", out / "eval.json", "--plots-dir", out / "eval", "--card", out / "card.md"]
+
+
+def test_evaluate_refuses_an_onnx_file_it_cannot_use(exported: Path, prepared: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    bare = tmp_path / "bare.onnx"  # a valid model without the export stage's metadata
+    model = onnx.load(exported / "model.onnx")
+    del model.metadata_props[:]
+    onnx.save(model, bare)
+    for path, message in ((garbage, "garbage.onnx: not a valid ONNX model"),
+                          (bare, "bare.onnx: no classes, model, normalization, params, tta_shifts in its metadata"),
+                          (tmp_path / "absent.onnx", "absent.onnx: not found")):
+        result = invoke(evaluate.main, *evaluate_args(path, prepared, exported, tmp_path))
+        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output
+        assert not (tmp_path / "eval.json").exists() and not (tmp_path / "eval").exists()
+        assert not (tmp_path / "card.md").exists()
+
+
+def test_evaluate_refuses_mismatched_test_arrays(exported: Path, prepared: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    data.mkdir()
-    torch.save({"images": torch.zeros(10, 28, 28), "labels": torch.zeros(10, dtype=torch.int64)}, data / "test.pt")
-    result = invoke(evaluate.main, "--model", trained_model, "--data", data, "--metrics", tmp_path / "eval.json",
-                    "--plots-dir", tmp_path / "eval")
+    shutil.copytree(prepared, data)
+    np.savez(data / "test.npz", images=np.zeros((10, 28, 28), np.float32), labels=np.zeros(10, np.int64))
+    result = invoke(evaluate.main, *evaluate_args(exported / "model.onnx", data, exported, tmp_path))
     assert result.exit_code == 1
-    assert "images must be uint8 N x 28 x 28, got torch.float32 (10, 28, 28)" in result.output
+    assert "images must be uint8 N x 28 x 28, got float32 (10, 28, 28)" in result.output
     assert not (tmp_path / "eval.json").exists()
 
 
 def test_predict_reads_16_bit_and_float_images_by_their_range(exported: Path, prepared: Path, tmp_path: Path) -> None:
-    digit = np.array(Image.fromarray(255 - load_split(prepared / "test.pt").images[0].numpy()).resize((140, 140)))
+    digit = np.array(Image.fromarray(255 - load_split(prepared / "test.npz").images[0].numpy()).resize((140, 140)))
     Image.fromarray(digit).save(tmp_path / "8bit.png")
     Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
     Image.fromarray(digit.astype(np.float32) / 255, mode="F").save(tmp_path / "float.tif")
@@ -257,7 +290,7 @@ def test_predict_reads_16_bit_and_float_images_by_their_range(exported: Path, pr
 
 def test_a_file_that_fails_late_is_its_own_error_and_json_stays_valid(exported: Path, prepared: Path,
                                                                       tmp_path: Path) -> None:
-    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    good = digit_png(load_split(prepared / "test.npz").images[0].numpy(), tmp_path / "good.png", True, 2)
     specks = np.full((1000, 1000), 255, np.uint8)
     specks[100, 100] = specks[900, 850] = 0  # two dust specks: nothing left after scaling to 20x20
     Image.fromarray(specks).save(tmp_path / "specks.png")
@@ -290,7 +323,7 @@ def test_predict_closes_what_it_refuses_escapes_file_names_and_survives_a_full_d
         with pytest.raises(PipelineError, match="is a directory"):
             load_image(tmp_path)
     assert len(os.listdir("/proc/self/fd")) == open_files
-    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    good = digit_png(load_split(prepared / "test.npz").images[0].numpy(), tmp_path / "good.png", True, 2)
     forged = good.rename(tmp_path / "a\nb.png: 1 (1.000)")  # would print a second, made-up result line
     result = invoke(predict.main, forged, "--model", exported / "model.onnx")
     assert result.exit_code == 0 and result.output.count("\n") == 1, result.output
@@ -305,7 +338,7 @@ def test_predict_closes_what_it_refuses_escapes_file_names_and_survives_a_full_d
 
 def test_predict_refuses_a_fifo_at_once_and_its_json_stays_valid(exported: Path, prepared: Path,
                                                                  tmp_path: Path) -> None:
-    good = digit_png(load_split(prepared / "test.pt").images[0].numpy(), tmp_path / "good.png", True, 2)
+    good = digit_png(load_split(prepared / "test.npz").images[0].numpy(), tmp_path / "good.png", True, 2)
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)  # opened for reading, a FIFO without a writer would block for ever
     done = subprocess.run([sys.executable, "-m", "stages.predict", "--json", str(good), str(fifo), str(good),
@@ -338,7 +371,7 @@ def test_a_large_digit_is_reduced_before_its_strokes_are_reshaped(exported: Path
     normalize = digit_image.normalize_stroke
     monkeypatch.setattr(digit_image, "normalize_stroke", lambda crop, scale: reshaped.append(crop.shape)
                         or normalize(crop, scale))
-    digit = load_split(prepared / "test.pt").images[0].numpy()
+    digit = load_split(prepared / "test.npz").images[0].numpy()
     small = digit_image.to_mnist(np.kron(digit, np.ones((4, 4), np.float32)) / 255)  # 112 px: as it is
     large = digit_image.to_mnist(np.kron(digit, np.ones((100, 100), np.float32)) / 255)  # 2800 px: reduced
     session = open_session(exported / "model.onnx")
@@ -375,7 +408,7 @@ def test_predict_refuses_images_whose_structure_costs_more_than_a_digit_needs(tm
 def test_the_structure_check_passes_what_encoders_write(exported: Path, prepared: Path, tmp_path: Path) -> None:
     from pipeline.inference import digit_image
 
-    pixels = load_split(prepared / "test.pt").images[0].numpy()
+    pixels = load_split(prepared / "test.npz").images[0].numpy()
     digit = Image.fromarray(255 - np.kron(pixels, np.ones((8, 8), np.uint8)))
     kinds = {"progressive.jpg": {"progressive": True}, "baseline.jpg": {}, "optimized.png": {"optimize": True}}
     for name, options in kinds.items():

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -31,8 +32,10 @@ from tests.dvc_repo import ENV, dvc, set_params
 from tests.helpers import REPO, wait_until
 
 
-def stage_arguments(stage: str, work: Path, prepared: Path, model: Path) -> list[str]:
-    """The stage's command-line arguments, with every path pointing into `work`."""
+def stage_arguments(stage: str, work: Path, prepared: Path, model: Path, exported: Path | None = None) -> list[str]:
+    """The stage's command-line arguments, with every output in `work`: train and export read `prepared` and
+    `model`, evaluate reads the `exported` folder."""
+    exported = exported or work
     params = ["--params", str(work / "params.yaml")]
     return {
         "download": [*params, "--out", str(work / "raw"), "--offline"],
@@ -40,17 +43,17 @@ def stage_arguments(stage: str, work: Path, prepared: Path, model: Path) -> list
         "train": [*params, "--data", str(prepared), "--model-out", str(work / "model.pt"),
                   "--metrics", str(work / "train.json"), "--record-dir", str(work / "metrics"),
                   "--checkpoint", str(work / "ck.pt")],
-        "evaluate": ["--model", str(model), "--data", str(prepared), "--metrics", str(work / "eval.json"),
-                     "--plots-dir", str(work / "eval")],
-        "export": ["--model", str(model), "--data", str(prepared), "--eval-metrics", str(work / "eval-ready.json"),
-                   "--onnx-out", str(work / "model.onnx"), "--program-out", str(work / "model.pt2"),
-                   "--card-out", str(work / "card.md"), "--metrics", str(work / "export.json")],
+        "evaluate": ["--model", str(exported / "model.onnx"), "--data", str(prepared), "--export-metrics",
+                     str(exported / "export.json"), "--metrics", str(work / "eval.json"),
+                     "--plots-dir", str(work / "eval"), "--card", str(work / "card.md")],
+        "export": ["--model", str(model), "--data", str(prepared), "--onnx-out", str(work / "model.onnx"),
+                   "--program-out", str(work / "model.pt2"), "--metrics", str(work / "export.json")],
     }[stage]
 
 
-def stage_command(stage: str, work: Path, prepared: Path, model: Path) -> list[str]:
+def stage_command(stage: str, work: Path, prepared: Path, model: Path, exported: Path | None = None) -> list[str]:
     """The stage as a user runs it."""
-    return [sys.executable, "-m", f"stages.{stage}", *stage_arguments(stage, work, prepared, model)]
+    return [sys.executable, "-m", f"stages.{stage}", *stage_arguments(stage, work, prepared, model, exported)]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -65,7 +68,7 @@ def whole_raw(path: Path) -> None:
 
 def whole_prepared(path: Path) -> None:
     for split in ("train", "val", "test"):
-        load_split(path / f"{split}.pt")
+        load_split(path / f"{split}.npz")
     PreparedData.load(path)
 
 
@@ -101,9 +104,10 @@ OUTPUTS: dict[str, dict[str, Callable[[Path], None]]] = {
     "download": {"raw": whole_raw},
     "preprocess": {"prepared": whole_prepared},
     "train": {"model.pt": load_model, "train.json": whole_json, "metrics": whole_record},
-    "evaluate": {"eval.json": whole_json, "eval": whole_evaluation_folder},
+    "evaluate": {"eval.json": whole_json, "eval": whole_evaluation_folder,
+                 "card.md": lambda p: "Model card" in p.read_text() or pytest.fail(p)},
     "export": {"model.onnx": lambda p: onnx.checker.check_model(onnx.load(p)), "model.pt2": torch.export.load,
-               "export.json": whole_json, "card.md": lambda p: "Model card" in p.read_text() or pytest.fail(p)},
+               "export.json": whole_json},
 }
 
 
@@ -136,7 +140,6 @@ def work(tmp_path: Path, tiny_raw: Path) -> Path:
     params.update(epochs=3, batch_size=256, device="cpu", val_size=100, model="mlp")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(tiny_raw, tmp_path / "raw-ready")
-    (tmp_path / "eval-ready.json").write_text(json.dumps({"accuracy": 0.9, "errors": 1, "f1_macro": 0.9, "loss": 0.1}))
     return tmp_path
 
 
@@ -148,13 +151,13 @@ def work(tmp_path: Path, tiny_raw: Path) -> Path:
     ("export", "verify"),            # inside the comparison with PyTorch
 ])
 def test_a_crash_leaves_nothing_half_written_and_the_next_run_finishes(
-        stage: str, point: str, work: Path, prepared: Path, trained_model: Path) -> None:
-    arguments = stage_arguments(stage, work, prepared, trained_model)
+        stage: str, point: str, work: Path, prepared: Path, trained_model: Path, exported: Path) -> None:
+    arguments = stage_arguments(stage, work, prepared, trained_model, exported)
     crashed = subprocess.run([sys.executable, "-m", "tests.crash", point, f"stages.{stage}", *arguments],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert crashed.returncode == CRASHED, crashed.stderr[-2000:]
     check_outputs(stage, work, all_present=False)
-    rerun = subprocess.run(stage_command(stage, work, prepared, trained_model), cwd=REPO, env=ENV,
+    rerun = subprocess.run(stage_command(stage, work, prepared, trained_model, exported), cwd=REPO, env=ENV,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     check_outputs(stage, work, all_present=True)
@@ -171,7 +174,7 @@ def loading_torch(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("stage", ["train", "evaluate"])
+@pytest.mark.parametrize("stage", ["train", "export"])
 def test_ctrl_c_while_a_stage_starts_is_one_line(stage: str, workspace: Path, prepared: Path,
                                                  trained_model: Path) -> None:
     work = workspace / f"start-{stage}"
@@ -201,7 +204,7 @@ def test_disk_full_during_preprocess_keeps_previous_outputs(workspace: Path, tin
     args = ["--params", str(workspace / "params.yaml"), "--raw", str(tiny_raw), "--out", str(out)]
     assert CliRunner().invoke(preprocess.main, args).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    monkeypatch.setattr("pathlib.Path.write_bytes", fail_with_enospc)
+    monkeypatch.setattr("numpy.lib.format.write_array", lambda *args, **kwargs: fail_with_enospc("train.npz"))
     result = CliRunner().invoke(preprocess.main, args)
     assert result.exit_code == 1
     assert "No space left on device" in result.output and result.output.count("\n") == 1
@@ -209,14 +212,15 @@ def test_disk_full_during_preprocess_keeps_previous_outputs(workspace: Path, tin
     assert not [p for p in workspace.iterdir() if p.name.startswith(".prepared-previous")]
 
 
-def test_disk_full_during_evaluate_keeps_previous_metrics(workspace: Path, prepared: Path, trained_model: Path,
+def test_disk_full_during_evaluate_keeps_previous_metrics(workspace: Path, prepared: Path, exported: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     metrics = workspace / "eval-previous.json"
-    args = ["--model", str(trained_model), "--data", str(prepared), "--metrics", str(metrics),
-            "--plots-dir", str(workspace / "eval-previous")]
+    args = ["--model", str(exported / "model.onnx"), "--data", str(prepared), "--export-metrics",
+            str(exported / "export.json"), "--metrics", str(metrics), "--plots-dir", str(workspace / "eval-previous"),
+            "--card", str(workspace / "card-previous.md")]
     assert CliRunner().invoke(evaluate.main, args).exit_code == 0
     before = metrics.read_bytes()
-    monkeypatch.setattr("pandas.DataFrame.to_csv", fail_with_enospc)
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", fail_with_enospc)
     result = CliRunner().invoke(evaluate.main, args)
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert metrics.read_bytes() == before
@@ -224,21 +228,21 @@ def test_disk_full_during_evaluate_keeps_previous_metrics(workspace: Path, prepa
 
 
 @pytest.mark.parametrize(("split", "data", "message"), [
-    ("train.pt", {"images": torch.zeros(5, 28, 28, dtype=torch.int32), "labels": torch.zeros(5, dtype=torch.int64)},
-     "images must be uint8 N x 28 x 28, got torch.int32 (5, 28, 28)"),
-    ("val.pt", {"images": torch.zeros(5, 28, 28, dtype=torch.uint8), "labels": torch.zeros(4, dtype=torch.int64)},
+    ("train.npz", {"images": np.zeros((5, 28, 28), np.int32), "labels": np.zeros(5, np.int64)},
+     "images must be uint8 N x 28 x 28, got int32 (5, 28, 28)"),
+    ("val.npz", {"images": np.zeros((5, 28, 28), np.uint8), "labels": np.zeros(4, np.int64)},
      "5 images but 4 labels"),
-    ("train.pt", {"pixels": torch.zeros(1)}, "expected keys 'images' and 'labels'"),
-    ("val.pt", b"not a torch file", "not a prepared split"),
+    ("train.npz", {"pixels": np.zeros(1)}, "expected arrays 'images' and 'labels'"),
+    ("val.npz", b"not a split file", "not a prepared split"),
 ])
-def test_train_refuses_corrupt_prepared_tensors(workspace: Path, prepared: Path, tmp_path: Path, split: str,
-                                                data: object, message: str) -> None:
+def test_train_refuses_corrupt_prepared_splits(workspace: Path, prepared: Path, tmp_path: Path, split: str,
+                                               data: object, message: str) -> None:
     broken = tmp_path / "prepared"
     shutil.copytree(prepared, broken)
     if isinstance(data, bytes):
         (broken / split).write_bytes(data)
     else:
-        torch.save(data, broken / split)
+        np.savez(broken / split, **data)
     arguments = stage_arguments("train", tmp_path, broken, tmp_path / "model.pt")
     arguments[arguments.index("--params") + 1] = str(workspace / "params.yaml")
     result = CliRunner().invoke(train.main, arguments)

@@ -12,10 +12,10 @@ from bench.digit_forms import FORMS, Form, faint_with_specks, on_paper, pen_draw
 from bench.predict_forms import form_accuracy, form_files
 from pipeline.common.errors import PipelineError
 from pipeline.data.prepared import load_split
-from pipeline.evaluate.metrics import predict_logits, to_pixels
 from pipeline.export.onnx_session import open_session, run_logits
 from pipeline.inference import digit_image
 from pipeline.inference.digit_image import readings, scaled_by_range, to_mnist
+from pipeline.model.batches import predict_logits, to_pixels
 from pipeline.model.test_time import load_model
 
 pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
@@ -25,7 +25,7 @@ DIGITS = 60
 @pytest.fixture(scope="module")
 def own_accuracy(trained_model: Path, prepared: Path) -> float:
     """How well the model reads the same digits as MNIST stores them."""
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     model, _ = load_model(trained_model)
     predicted = predict_logits(model, to_pixels(test.images[:DIGITS])).argmax(1)
     return (predicted == test.labels[:DIGITS]).double().mean().item()
@@ -34,7 +34,7 @@ def own_accuracy(trained_model: Path, prepared: Path) -> float:
 @pytest.mark.parametrize("form", FORMS, ids=[form.name for form in FORMS])
 def test_predict_reads_each_form_about_as_well_as_the_model_reads_mnist(
         form: Form, own_accuracy: float, exported: Path, prepared: Path, tmp_path: Path) -> None:
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     files = form_files(form, test.images[:DIGITS].numpy(), tmp_path)
     accuracy, unreadable = form_accuracy(open_session(exported / "model.onnx"), files, test.labels[:DIGITS].numpy())
     assert unreadable == 0
@@ -42,7 +42,7 @@ def test_predict_reads_each_form_about_as_well_as_the_model_reads_mnist(
 
 
 def test_a_thin_pen_on_a_large_page_reads_19_of_20(exported: Path, prepared: Path, tmp_path: Path) -> None:
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     files = form_files(Form("thin pen", thin_pen), test.images[:20].numpy(), tmp_path)
     accuracy, _ = form_accuracy(open_session(exported / "model.onnx"), files, test.labels[:20].numpy())
     assert accuracy >= 19 / 20
@@ -50,7 +50,7 @@ def test_a_thin_pen_on_a_large_page_reads_19_of_20(exported: Path, prepared: Pat
 
 def test_a_dark_blot_and_specks_neither_set_the_ink_level_nor_become_the_digit(exported: Path, prepared: Path,
                                                                                tmp_path: Path) -> None:
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     files = form_files(Form("faint, with specks", faint_with_specks), test.images[:20].numpy(), tmp_path)
     accuracy, unreadable = form_accuracy(open_session(exported / "model.onnx"), files, test.labels[:20].numpy())
     assert unreadable == 0 and accuracy >= 18 / 20  # the blot read as the digit, or a lost digit, fails here
@@ -87,7 +87,7 @@ def test_gray_levels_as_far_apart_as_a_float_allows_are_read_as_a_digit() -> Non
 @pytest.mark.parametrize("shade", [0.3, 0.45, 0.6])
 def test_a_pencil_digit_beside_a_black_blot_is_read_at_every_shade(shade: float, exported: Path,
                                                                   prepared: Path) -> None:
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     session = open_session(exported / "model.onnx")
     blot = np.zeros((300, 300), dtype=np.float32)
     blot[262:270, 262:270] = 1.0  # darker than the digit, and far smaller

@@ -59,7 +59,7 @@ def test_stage_writes_splits_and_stats(tmp_path: Path, tiny_raw: Path) -> None:
     prepared = PreparedData.load(out)
     assert 0.1 < prepared.normalization.mean < 0.15 and 0.28 < prepared.normalization.std < 0.33
     assert stats["dataset"] == "custom" and prepared.classes == [str(d) for d in range(10)]
-    train = load_split(out / "train.pt")
+    train = load_split(out / "train.npz")
     assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
     assert tuple(train.images.shape) == (900, 28, 28)
 
@@ -84,4 +84,4 @@ def test_wrong_image_size_rejected(tmp_path: Path, tiny_raw: Path) -> None:
     write_idx(raw / "t10k-images-idx3-ubyte", torch.zeros(300, 32, 32, dtype=torch.uint8))
     code, output, _ = run_preprocess(tmp_path, raw)
     assert code == 1
-    assert "images must be uint8 N x 28 x 28, got torch.uint8 (300, 32, 32)" in output
+    assert "images must be uint8 N x 28 x 28, got uint8 (300, 32, 32)" in output

@@ -27,7 +27,7 @@ def test_a_fresh_clone_gets_the_committed_model_files_without_the_authors_cache(
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone))
     assert not (clone / ".dvc" / "cache").exists()
-    dvc(clone, "pull", "-r", "storage", "train", "export")  # from dvc-store/ inside the clone: no other folder
+    dvc(clone, "pull", "-r", "storage", "train", "export", "evaluate")  # from dvc-store/ inside the clone: no other folder
     lock = yaml.safe_load((clone / "dvc.lock").read_text())
     for path in MODEL_FILES:
         assert hashlib.md5((clone / path).read_bytes()).hexdigest() == locked_md5(lock, path), path

@@ -174,7 +174,7 @@ def test_training_corrupts_the_share_it_is_asked_for(digits: torch.Tensor) -> No
 
 
 def test_suite_is_the_same_for_the_same_seed_and_reads_back(prepared: Path, tmp_path: Path) -> None:
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     suite = make_suite(test, 12, seed=3)
     assert suite.images.shape == (len(SUITE), 12, 28, 28) and suite.images.dtype == np.uint8
     assert suite.prepared.shape == (len(SUITE), 12, 2, 28, 28) and suite.prepared.dtype == np.float32

@@ -82,7 +82,7 @@ def png(image: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def digit(prepared: Path) -> tuple[bytes, str]:
     """A test digit drawn dark on light at 168 px, as PNG, and its label."""
-    test = load_split(prepared / "test.pt")
+    test = load_split(prepared / "test.npz")
     return png(255 - np.kron(test.images[0].numpy(), np.ones((6, 6), dtype=np.uint8))), str(int(test.labels[0]))
 
 
@@ -105,7 +105,7 @@ def test_predict_answers_an_image_a_form_upload_and_json_pixels(server: Server, 
     answer = predict(server, digit[0]).json()
     assert answer["label"] == digit[1] and list(answer["probabilities"]) == [str(d) for d in range(10)]
     assert abs(sum(answer["probabilities"].values()) - 1) < 1e-4
-    pixels = load_split(prepared / "test.pt").images[0].tolist()
+    pixels = load_split(prepared / "test.npz").images[0].tolist()
     assert predict(server, json.dumps({"pixels": pixels}).encode(), "application/json").json()["label"] == digit[1]
     upload = form("b0undary", [('Content-Disposition: form-data; name="file"; filename="d.png"', digit[0])])
     assert predict(server, upload, "multipart/form-data; boundary=b0undary").json() == answer
@@ -332,7 +332,7 @@ def test_a_crowd_of_uploads_is_admitted_before_it_is_buffered_so_memory_has_a_ce
 def test_a_4_megapixel_colour_photo_costs_at_most_150_mb(fresh_server: Server, prepared: Path) -> None:
     from bench.digit_forms import pen_drawing
 
-    ink = pen_drawing(load_split(prepared / "test.pt").images[0].numpy(), 2000, 1400, 20)[..., None]
+    ink = pen_drawing(load_split(prepared / "test.npz").images[0].numpy(), 2000, 1400, 20)[..., None]
     paper, pen = np.array([250, 244, 225]) / 255, np.array([30, 70, 200]) / 255  # a blue pen on cream paper
     photo = Image.fromarray(np.round((paper + (pen - paper) * ink) * 255).astype(np.uint8), "RGB")
     buffer = io.BytesIO()

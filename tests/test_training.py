@@ -34,7 +34,7 @@ H200 = {"torch": CPU["torch"], "device": "cuda", "device_name": "NVIDIA H200", "
 
 
 def run_id(prepared: Path, code: str = "code", platform: dict | None = None, **overrides: object) -> dict[str, str]:
-    return fingerprint(quick_config(**overrides), [prepared / "train.pt", prepared / "val.pt"], 1, code,
+    return fingerprint(quick_config(**overrides), [prepared / "train.npz", prepared / "val.npz"], 1, code,
                        platform or CPU)
 
 
@@ -100,10 +100,10 @@ def test_resume_ends_where_an_uninterrupted_run_ends(prepared: Path, tmp_path: P
 
 def test_the_fingerprint_changes_with_params_data_code_torch_processes_and_platform(
         prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = [prepared / "train.pt", prepared / "val.pt"]
+    files = [prepared / "train.npz", prepared / "val.npz"]
     base = fingerprint(quick_config(), files, 1, "code", CPU)
     assert fingerprint(quick_config(), files, 1, "code", dict(CPU)) == base
-    other_data = tmp_path / "val.pt"
+    other_data = tmp_path / "val.npz"
     other_data.write_bytes(files[1].read_bytes() + b"\0")
     variants = {
         "params": fingerprint(quick_config(lr=0.005), files, 1, "code", CPU),

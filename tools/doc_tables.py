@@ -18,7 +18,7 @@ from pipeline.train.config import TRAIN_PARAMS
 ROOT = Path(__file__).resolve().parent.parent
 # each stage's keys, where that stage defines them (dvc.yaml declares the same keys for it: tests/test_dvc_yaml.py)
 STAGE_SCHEMAS: dict[str, Schema] = {"download": DOWNLOAD_PARAMS, "preprocess": PREPROCESS_PARAMS,
-                                    "train": TRAIN_PARAMS, "evaluate, export": TEST_TIME_PARAMS}
+                                    "train": TRAIN_PARAMS, "export": TEST_TIME_PARAMS}
 PAGE = ROOT / "docs" / "params.md"
 
 

@@ -90,6 +90,20 @@ def write_text(path: Path | str, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_npz(path: Path | str, arrays: dict[str, Any]) -> None:
+    """Numpy arrays as an uncompressed .npz, atomically and byte-for-byte reproducibly (np.savez stamps each
+    member with the time it was written; here every member has the zip format's first date)."""
+    import zipfile
+
+    import numpy as np
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
+
+
 def save_torch(path: Path | str, obj: Any) -> None:
     """`torch.save` atomically, byte-for-byte reproducibly.
 

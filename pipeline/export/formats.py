@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from pipeline.common.errors import PipelineError
-from pipeline.evaluate.metrics import BATCH, predict_logits
 from pipeline.export.onnx_session import INPUT_NAME, OUTPUT_NAME, open_session, run_logits
+from pipeline.model.batches import BATCH, predict_logits
 from pipeline.model.model_file import ModelFile
 from pipeline.model.networks import INPUT_SHAPE
 
@@ -72,11 +72,13 @@ def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dic
     onnx.save_model(proto, path, save_as_external_data=False)
 
 
-def onnx_metadata(meta: ModelFile) -> dict[str, str]:
-    """What a consumer of the ONNX file needs, stored as string properties."""
+def onnx_metadata(meta: ModelFile, tta_shifts: int) -> dict[str, str]:
+    """What a consumer of the ONNX file needs, and what its model card tells, stored as string properties."""
     return {"classes": json.dumps(meta.classes), "model": meta.architecture,
             "input": "float32 pixels in [0, 1], N x 1 x 28 x 28; normalization is inside the graph",
-            "output": "N x 10 logits"}
+            "output": "N x 10 logits",
+            "normalization": json.dumps({"mean": meta.normalization.mean, "std": meta.normalization.std}),
+            "tta_shifts": str(tta_shifts), "params": json.dumps(meta.params)}
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float | int]:
@@ -86,7 +88,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float
 
 
 def verify(model: nn.Module, onnx_path: Path, program_path: Path, pixels: torch.Tensor) -> tuple[dict[str, Any], float]:
-    """Run every image through PyTorch, onnxruntime and the exported program; fail unless all agree.
+    """Run the images through PyTorch, onnxruntime and the exported program; fail unless all agree.
 
     Returns the agreement report (a pure function of the model and data) and onnxruntime's
     throughput in images per second (for the log, never for a hashed output).
@@ -108,5 +110,5 @@ def verify(model: nn.Module, onnx_path: Path, program_path: Path, pixels: torch.
             raise PipelineError(
                 f"export verification failed for {name}: {result['disagreements']} of {len(pixels)} predictions "
                 f"differ, largest logit difference {result['max_abs_logit_diff']:.2e} (allowed < {MAX_LOGIT_DIFF})")
-    report["agree"] = True
+    report["agree"], report["limit"] = True, MAX_LOGIT_DIFF
     return report, onnx_rate

@@ -28,9 +28,14 @@ def open_session(path: Path, threads: int = 0) -> Any:
         raise PipelineError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:160]})") from None
 
 
+def metadata(session: Any) -> dict[str, str]:
+    """The string properties the export stage stored in the model (`formats.onnx_metadata`)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
 def class_names(session: Any) -> list[str]:
     """The class names stored in the model's metadata (digits when absent)."""
-    meta = session.get_modelmeta().custom_metadata_map
+    meta = metadata(session)
     return json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(10)]
 
 

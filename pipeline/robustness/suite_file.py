@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.common.atomic import atomic_dir, write_json
+from pipeline.common.atomic import atomic_dir, write_json, write_npz
 from pipeline.common.errors import PipelineError
 
 IMAGES_FILE, INDEX_FILE = "suite.npz", "suite.json"
@@ -33,8 +33,8 @@ class Suite:
 def save_suite(folder: Path, suite: Suite) -> None:
     """The suite as suite.npz (arrays) and suite.json (its index), replacing `folder` atomically."""
     with atomic_dir(folder) as tmp:
-        np.savez(tmp / IMAGES_FILE, images=suite.images, prepared=suite.prepared, readings=suite.readings,
-                 labels=suite.labels)
+        write_npz(tmp / IMAGES_FILE, {"images": suite.images, "prepared": suite.prepared,
+                                      "readings": suite.readings, "labels": suite.labels})
         write_json(tmp / INDEX_FILE, suite.index)
 
 

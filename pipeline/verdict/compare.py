@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-RESTORE = "git checkout HEAD -- dvc.lock metrics && dvc pull -r storage train export"
+RESTORE = "git checkout HEAD -- dvc.lock metrics && dvc pull -r storage train export evaluate"
 
 
 @dataclass(frozen=True)
