@@ -28,7 +28,7 @@ retrain: setup
 # remote, when there is one, so that `dvc get <repo URL> models/model.onnx` finds them), then stage both
 publish: setup
 	dvc push -r storage train export evaluate
-	if dvc remote default >/dev/null 2>	if dvc remote default >/dev/null 2>&1; then dvc push train export; fi1; then dvc push train export evaluate; fi
+	if dvc remote default >/dev/null 2>&1; then dvc push train export evaluate; fi
 	git add dvc.lock metrics dvc-store
 
 test: setup lint
@@ -52,7 +52,7 @@ compare: setup
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|errors|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|.*_bytes|platform.cpu_capability
+COMPARE_DROP := Created|State|Executor|errors|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit|.*_bytes|platform.cpu_capability
 
 clean:
 	rm -rf $(VENV) data/raw data/prepared data/corrupted models/*.pt models/*.pt2 models/*.onnx
