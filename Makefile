@@ -4,7 +4,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro retrain publish test lint bench compare report clean
+.PHONY: setup repro retrain publish test test-all lint bench compare report clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,13 @@ publish: setup
 	if dvc remote default >/dev/null 2>&1; then dvc push train export evaluate; fi
 	git add dvc.lock metrics dvc-store
 
+# the everyday tier: everything but the tests on a real DVC repository, torchrun and crowds (marker `complete`)
 test: setup lint
-	pytest
+	pytest -n 2 --dist worksteal -m "not complete"
+
+# the complete suite, what CI runs (.ci/run); it fails under CI=true unless the complete tier ran
+test-all: setup lint
+	pytest -n 2 --dist worksteal
 
 lint: setup
 	ruff check .

@@ -1,6 +1,8 @@
-"""A pytest plugin: under CI (CI=true), a skipped test fails the run unless it is marked `may_skip_in_ci`.
+"""A pytest plugin for CI (CI=true): a skipped test fails the run unless it is marked `may_skip_in_ci`, and so does
+a run in which no test of the complete tier (marker `complete`) ran.
 
-A test that silently skips in CI is a test that CI does not run; the tools it needs are CI's to install.
+A test that silently skips in CI is a test that CI does not run; the tools it needs are CI's to install. CI runs
+the complete suite (`make test-all`); `make test` alone would leave the real-DVC tests out.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ from collections.abc import Generator
 import pytest
 
 MARKER = "may_skip_in_ci"
+COMPLETE = "complete"
+complete_tier_ran = 0  # tests of the complete tier that passed or failed here (the controller, under xdist)
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -21,7 +29,23 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and os.environ.get("CI", "").lower() in ("1", "true") and not item.get_closest_marker(MARKER):
+    if report.skipped and under_ci() and not item.get_closest_marker(MARKER):
         reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under CI ({reason}); install what it needs in .ci/run, or mark it {MARKER}"
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global complete_tier_ran
+    if report.when == "call" and COMPLETE in report.keywords:
+        complete_tier_ran += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if under_ci() and not os.environ.get("PYTEST_XDIST_WORKER") and exitstatus == 0 and not complete_tier_ran:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"no test of the complete tier ran ('{COMPLETE}' marker): CI runs `make test-all`",
+                                red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

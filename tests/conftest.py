@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from pipeline.data.preparation import prepare
-from pipeline.data.prepared import save_split
-from pipeline.model.model_file import ModelFile
-from tests.dvc_repo import build_template
-from tests.helpers import REPO, invoke, make_raw, quick_config, read_bundled_mnist, write_tiny_dataset
+from tests import shared_artifacts
+from tests.helpers import make_raw, read_bundled_mnist, write_tiny_dataset
 
 pytest_plugins = ["tests.ci_skips"]
-TEMPLATE_BUILDER = pytest.StashKey[subprocess.Popen]()
 
 os.environ["MNIST_OFFLINE"] = "1"  # tests never touch the network
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -45,98 +38,53 @@ def tiny_raw(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> Pa
     return make_raw(tmp_path_factory.mktemp("tiny-raw"), tiny_dataset)
 
 
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory: pytest.TempPathFactory, mnist_arrays: dict[str, torch.Tensor]) -> Path:
-    """Prepared splits from 8,000 real training digits (500 for validation) and 2,000 test digits."""
-    dataset = write_tiny_dataset(tmp_path_factory.mktemp("dataset"), mnist_arrays, 8000, 2000)
-    raw = make_raw(tmp_path_factory.mktemp("raw"), dataset)
-    out = tmp_path_factory.mktemp("prepared")
-    splits, stats = prepare(raw, 500, 0)
-    for name, split in splits.items():
-        save_split(out / f"{name}.npz", split)
-    (out / "stats.json").write_text(json.dumps(stats))
-    return out
-
-
-@pytest.fixture(scope="session")
-def plain_params(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """params.yaml with no test-time shifts, for the stages run on `trained_model`, compared with it plain."""
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "params.yaml").read_text()), "tta_shifts": 0}))
-    return path
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory: pytest.TempPathFactory, trained_model: Path, prepared: Path,
-             plain_params: Path) -> Path:
-    """The export stage's outputs for `trained_model` (no test-time shifts): model.onnx, model.pt2, export.json."""
-    from stages import export
-
-    out = tmp_path_factory.mktemp("exported")
-    result = invoke(export.main, "--params", plain_params, "--model", trained_model, "--data", prepared,
-                    "--onnx-out", out / "model.onnx", "--program-out", out / "model.pt2",
-                    "--metrics", out / "export.json")
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="session")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, exported: Path, prepared: Path) -> Path:
-    """The evaluate stage's outputs for the `exported` model on the `prepared` test split: eval.json, eval/ and
-    model_card.md."""
-    from stages import evaluate
-
-    out = tmp_path_factory.mktemp("evaluated")
-    result = invoke(evaluate.main, "--model", exported / "model.onnx", "--data", prepared,
-                    "--export-metrics", exported / "export.json", "--metrics", out / "eval.json",
-                    "--plots-dir", out / "eval", "--card", out / "model_card.md")
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory: pytest.TempPathFactory, prepared: Path) -> Path:
-    """models/model.pt of a CNN trained for 3 epochs on the `prepared` fixture (about 97% accurate)."""
-    from pipeline.data.prepared import PreparedData
-    from pipeline.train.checkpoint import Checkpoint
-    from pipeline.train.distributed import ProcessInfo
-    from pipeline.train.loop import fit
-    from pipeline.train.setup import TrainingData
-
-    folder = tmp_path_factory.mktemp("model")
-    data = PreparedData.load(prepared)
-    cfg = quick_config(epochs=3, augment=False)
-    result = fit(cfg, TrainingData.of(data), ProcessInfo(), Checkpoint(folder / "checkpoint.pt", {"run": "fixture"}))
-    ModelFile.of(cfg.model, result.model, data.normalization, data.classes,
-                 {"epochs": cfg.epochs, "standardize": cfg.standardize}).save(
-        folder / "model.pt")
-    return folder / "model.pt"
-
-
-def template_root(config: pytest.Config) -> Path:
+def shared_root(config: pytest.Config) -> Path:
     """The folder of this test run that every xdist worker shares (the controller's basetemp)."""
     root = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
-    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    return (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "shared"
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Under xdist, start building the DVC template at once, in the background, while the workers run unit tests."""
-    if os.environ.get("PYTEST_XDIST_WORKER") is None and getattr(session.config.option, "numprocesses", None):
-        folder = template_root(session.config) / "dvc-template"
-        session.config.stash[TEMPLATE_BUILDER] = subprocess.Popen(
-            [sys.executable, "-m", "tests.dvc_repo", str(folder)], cwd=REPO, stdout=subprocess.DEVNULL)
+@pytest.fixture(scope="session")
+def prepared(request: pytest.FixtureRequest) -> Path:
+    """Prepared splits from 8,000 real training digits (500 for validation) and 2,000 test digits."""
+    return shared_artifacts.prepared(shared_root(request.config))
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    builder = session.config.stash.get(TEMPLATE_BUILDER, None)
-    if builder is not None:
-        builder.wait()
+@pytest.fixture(scope="session")
+def small_prepared(request: pytest.FixtureRequest) -> Path:
+    """Prepared splits from 1,000 training digits (100 for validation): for tests of equality, not accuracy."""
+    return shared_artifacts.small_prepared(shared_root(request.config))
+
+
+@pytest.fixture(scope="session")
+def plain_params(request: pytest.FixtureRequest) -> Path:
+    """params.yaml with no test-time shifts, for the stages run on `trained_model`, compared with it plain."""
+    return shared_artifacts.plain_params(shared_root(request.config))
+
+
+@pytest.fixture(scope="session")
+def trained_model(request: pytest.FixtureRequest, prepared: Path) -> Path:
+    """models/model.pt of a CNN trained for 3 epochs on the `prepared` fixture (about 97% accurate)."""
+    return shared_artifacts.trained_model(shared_root(request.config))
+
+
+@pytest.fixture(scope="session")
+def exported(request: pytest.FixtureRequest, trained_model: Path, prepared: Path, plain_params: Path) -> Path:
+    """The export stage's outputs for `trained_model` (no test-time shifts): model.onnx, model.pt2, export.json."""
+    return shared_artifacts.exported(shared_root(request.config))
+
+
+@pytest.fixture(scope="session")
+def evaluated(request: pytest.FixtureRequest, exported: Path, prepared: Path) -> Path:
+    """The evaluate stage's outputs for the `exported` model on the `prepared` test split: eval.json, eval/ and
+    model_card.md."""
+    return shared_artifacts.evaluated(shared_root(request.config))
 
 
 @pytest.fixture(scope="session")
 def dvc_template(request: pytest.FixtureRequest) -> Path:
     """A committed tiny copy of this project with its pipeline reproduced, built once per test run."""
-    return build_template(template_root(request.config) / "dvc-template")
+    return shared_artifacts.dvc_template(shared_root(request.config))
 
 
 @pytest.fixture
@@ -148,9 +96,38 @@ def dvc_repo(dvc_template: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(dvc_template, tmp_path / "repo", symlinks=True, ignore=dvc_scratch))
 
 
+COMPLETE_FIXTURES = {"dvc_template", "dvc_repo"}  # a real DVC repository: the complete tier's
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the DVC template last (it is built in the background meanwhile), the slowest of them first."""
-    def order(item: pytest.Item) -> tuple[bool, bool]:
-        return "dvc_template" in getattr(item, "fixturenames", ()), item.get_closest_marker("slow") is None
+    """Every test on a real DVC repository is in the complete tier. The order: first the tests that need no shared
+    artifact (they run while a background process builds those), then the ones that do, the complete tier last;
+    within each, the slow tests first, so that the two workers end together."""
+    for item in items:
+        if COMPLETE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.complete)
+
+    def order(item: pytest.Item) -> tuple[bool, bool, bool]:
+        shared = bool(set(shared_artifacts.ARTIFACTS) & set(getattr(item, "fixturenames", ())))
+        return item.get_closest_marker("complete") is not None, shared, item.get_closest_marker("slow") is None
 
     items.sort(key=order)
+
+
+BACKGROUND_BUILD = pytest.StashKey[subprocess.Popen]()
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` and `-k` have deselected
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the shared artifacts the selected tests need, in a process of its own, at once."""
+    needed = set().union(*(getattr(item, "fixturenames", ()) for item in session.items))
+    names = [name for name in shared_artifacts.ARTIFACTS if name in needed]
+    if names and (builder := shared_artifacts.start_background_build(shared_root(session.config), names)):
+        session.config.stash[BACKGROUND_BUILD] = builder
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    builder = session.config.stash.get(BACKGROUND_BUILD, None)
+    if builder is not None:
+        builder.wait(timeout=900)

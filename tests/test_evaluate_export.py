@@ -30,8 +30,6 @@ from stages import evaluate, export, predict
 from tests.helpers import REPO, invoke
 from tests.hostile_images import bmp_of_runs, jpeg_of_scans, png_of_chunks
 
-pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # one worker builds the exported model once
-
 
 def test_evaluate_measures_the_onnx_file_and_writes_metrics_report_figures_and_card(
         evaluated: Path, exported: Path, prepared: Path) -> None:

@@ -18,7 +18,6 @@ from pipeline.inference.digit_image import readings, scaled_by_range, to_mnist
 from pipeline.model.batches import predict_logits, to_pixels
 from pipeline.model.test_time import load_model
 
-pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
 DIGITS = 60
 
 
@@ -31,6 +30,7 @@ def own_accuracy(trained_model: Path, prepared: Path) -> float:
     return (predicted == test.labels[:DIGITS]).double().mean().item()
 
 
+@pytest.mark.slow  # large pages: handed out first, so that the two workers end together
 @pytest.mark.parametrize("form", FORMS, ids=[form.name for form in FORMS])
 def test_predict_reads_each_form_about_as_well_as_the_model_reads_mnist(
         form: Form, own_accuracy: float, exported: Path, prepared: Path, tmp_path: Path) -> None:

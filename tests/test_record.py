@@ -23,11 +23,12 @@ def locked_md5(lock: dict, path: str) -> str:
                 if out["path"] == path)
 
 
+@pytest.mark.complete  # the real dvc, on a clone of this repository
 def test_a_fresh_clone_gets_the_committed_model_files_without_the_authors_cache(tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone))
     assert not (clone / ".dvc" / "cache").exists()
-    dvc(clone, "pull", "-r", "storage", "train", "export", "evaluate")  # from dvc-store/ inside the clone: no other folder
+    dvc(clone, "pull", "-r", "storage", "train", "export", "evaluate")  # from dvc-store/ in the clone, nowhere else
     lock = yaml.safe_load((clone / "dvc.lock").read_text())
     for path in MODEL_FILES:
         assert hashlib.md5((clone / path).read_bytes()).hexdigest() == locked_md5(lock, path), path

@@ -32,7 +32,6 @@ from tests.helpers import REPO
 from tests.hostile_images import bmp_of_runs, jpeg_of_scans, png_of_chunks
 from tests.http_raw import Answer, answers_until_closed, exchange, read_answer, receive, request
 
-pytestmark = pytest.mark.xdist_group("evaluated-and-exported")  # the worker that already has the exported model
 TIMEOUT = 1.0
 
 
@@ -316,6 +315,7 @@ def uploads_at_once(server: Server, clients: int, raw: bytes) -> list[Answer]:
     return answers
 
 
+@pytest.mark.complete  # a crowd of uploads
 def test_a_crowd_of_uploads_is_admitted_before_it_is_buffered_so_memory_has_a_ceiling(
         fresh_server: Server, digit: tuple[bytes, str]) -> None:
     base = peak_mb(fresh_server.process.pid)
@@ -441,6 +441,7 @@ def test_a_client_that_hangs_up_mid_upload_is_one_line_of_log_not_a_fault(
     assert "Traceback" not in caplog.text and not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.slow  # a real browser
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
                                                             "(.ci/run installs them)")
 def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: Server) -> None:
