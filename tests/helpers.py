@@ -92,11 +92,11 @@ def invoke(command, *args: object) -> Result:
     return CliRunner().invoke(command, [str(a) for a in args])
 
 
-def wait_until(condition: Callable[[], bool], process: subprocess.Popen, seconds: float, what: str) -> None:
-    """Poll `condition` while `process` runs, for at most `seconds`; fail naming `what` otherwise."""
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen | None, seconds: float, what: str) -> None:
+    """Poll `condition` while `process` (if any) runs, for at most `seconds`; fail naming `what` otherwise."""
     deadline = time.monotonic() + seconds
     while not condition():
-        assert process.poll() is None, f"the process ended before {what}"
+        assert process is None or process.poll() is None, f"the process ended before {what}"
         assert time.monotonic() < deadline, f"no {what} within {seconds} s"
         time.sleep(0.02)
 
