@@ -1,4 +1,4 @@
-# Two commands a fresh clone needs: `make repro` (set up, then run the pipeline) and `make test`.
+# Two commands a fresh clone needs: `make repro` (set up, then run the pipeline) and `make test-all`.
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed

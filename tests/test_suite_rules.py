@@ -1,5 +1,5 @@
-"""The suite's own rules: under CI a skipped test fails the run unless marked as allowed to skip there, and
-markers sit on tests, not on helpers (where pytest ignores them)."""
+"""The suite's own rules: under CI a skipped test fails the run unless marked as allowed to skip there, so does a
+run without the complete tier, and markers sit on tests, not on helpers (where pytest ignores them)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,30 @@ def test_a_skip_fails_under_ci_unless_marked(tmp_path: Path, ci: str, fails: boo
         assert "ERROR test_probe.py::test_needs_a_tool - skipped under CI (Skipped: a tool is missing)" in done.stdout
     else:
         assert "2 skipped" in summary, summary
+
+
+TIERS = '''
+import pytest
+
+def test_quick():
+    pass
+
+@pytest.mark.complete
+def test_on_a_real_repository():
+    pass
+'''
+
+
+@pytest.mark.parametrize(("ci", "selection", "fails"), [("true", "not complete", True), ("true", "", False),
+                                                        ("", "not complete", False)])
+def test_ci_fails_unless_the_complete_tier_ran(tmp_path: Path, ci: str, selection: str, fails: bool) -> None:
+    (tmp_path / "test_tiers.py").write_text(TIERS)
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:xdist", "-p",
+                           "no:cacheprovider", "-o", "addopts=", "-m", selection, str(tmp_path / "test_tiers.py")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode != 0) == fails, done.stdout[-2000:]
+    assert ("no test of the complete tier ran" in done.stdout) == fails, done.stdout[-2000:]
 
 
 def test_markers_sit_on_tests_only() -> None:
