@@ -5,7 +5,7 @@ that download and preprocess are restored, not rerun. Each run sets a learning r
 (DVC's run-cache would otherwise restore every stage), and revisions take turns (A, B, A, B, ...) so
 that a shared machine's load falls on all alike. Training seconds are the train stage's own log line;
 the rest is DVC's bookkeeping, process start-up, evaluate and export. Both revisions run on this
-environment's packages, except that a revision whose requirements.txt lacks ruamel.yaml.clib runs with
+environment's packages, except that a revision whose requirements lack ruamel.yaml.clib runs with
 that C parser hidden, as its own `make setup` would have installed it. Needs `make repro` first. Writes
 bench/results/local/experiment_loop.json (`--update`: the committed bench/results/experiment_loop.json).
 """
@@ -39,7 +39,9 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 def revision_env(revision: str, folder: Path, env: dict[str, str]) -> dict[str, str]:
     """`env`, with ruamel.yaml's C parser hidden where the revision's requirements do not install it."""
-    if "ruamel.yaml.clib" in git("show", f"{revision}:requirements.txt"):
+    declared = "".join(subprocess.run(["git", "show", f"{revision}:{name}"], cwd=ROOT, capture_output=True,
+                                      text=True).stdout for name in ("pyproject.toml", "requirements.txt"))
+    if "ruamel.yaml.clib" in declared:
         return env
     hide = folder.with_name(f"{folder.name}-no-c-yaml")
     hide.mkdir(exist_ok=True)

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from pipeline.common.cli import reports_errors, run, setup_logging
+from pipeline.common.errors import PipelineError
 from pipeline.export.onnx_session import open_session
 from pipeline.inference.http11 import Http11Connection
 from pipeline.inference.prediction import DEFAULT_MODEL
 from pipeline.inference.serving import app_for_model
-from pipeline.inference.settings import CLIENT_SECONDS, Limits
+from pipeline.inference.settings import (
+    ENV_PREFIX,
+    SETTINGS,
+    Limits,
+    default_shown,
+    env_name,
+    option_name,
+    resolve_limits,
+    shown,
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -25,32 +38,44 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-@click.command(help="""Serve the exported model over HTTP (FastAPI on uvicorn).
+def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per setting of `Limits` (values are checked by the settings object, so that a bad one is one
+    line naming it), each also read from its environment variable."""
+    for name in reversed(SETTINGS):
+        names = [option_name(name), "--timeout"] if name == "client_seconds" else [option_name(name)]
+        field = Limits.model_fields[name]
+        command = click.option(*names, name, default=None, metavar="NUMBER",
+                               help=f"{field.description[0].upper()}{field.description[1:]}. "
+                                    f"[default: {default_shown(name)}; env: {env_name(name)}]")(command)
+    return command
+
+
+@click.command(help=f"""Serve the exported model over HTTP (FastAPI on uvicorn).
 
 GET / is a page where you draw a digit (mouse or finger) and watch the prediction and the ten
 probabilities change as you draw; GET /openapi.json describes the API. POST /predict takes an image
-(image/*, or a form upload) or JSON {"pixels": [[...]]} and returns {"label", "probabilities"};
+(image/*, or a form upload) or JSON {{"pixels": [[...]]}} and returns {{"label", "probabilities"}};
 a bad request gets a 4xx JSON error, with limits on body size, image size and time. Binds to
-127.0.0.1 unless --host says otherwise; --port 0 picks a free port. Prints the address it bound.""")
+127.0.0.1 unless --host says otherwise; --port 0 picks a free port. Prints the address it bound.
+
+Each limit below comes from its option, else from its environment variable ({ENV_PREFIX}<NAME>),
+else its default; a bad value stops serve at start-up with one line (exit status 2).""")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, type=click.Path(path_type=Path),
               help="The exported model (default: this project's, wherever serve is run from).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes sharing the port (each loads the model and starts its preparers).")
-@click.option("--timeout", default=CLIENT_SECONDS, show_default=True, type=click.FloatRange(0.1, 600),
-              help="Seconds a client has to send a request's headers, again its body, and to read an answer.")
-@click.option("--prepare-seconds", default=Limits.prepare_seconds, show_default=True,
-              type=click.FloatRange(0.01, 600), help="Seconds one image may take to prepare before it is stopped.")
-@click.option("--max-connections", default=Limits.max_connections, show_default=True, type=click.IntRange(1),
-              help="Connections open at once per worker; past it a new one gets a JSON 503.")
+@limit_options
 @reports_errors
-def main(model: Path, host: str, port: int, workers: int, timeout: float, prepare_seconds: float,
-         max_connections: int) -> None:
+def main(model: Path, host: str, port: int, workers: int, **options: str | None) -> None:
     setup_logging("serve")
+    try:
+        limits = resolve_limits(options, loopback_only=is_loopback(host))
+    except PipelineError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     open_session(model)  # a missing or broken model stops here, in one line
-    limits = Limits(client_seconds=timeout, prepare_seconds=prepare_seconds, max_connections=max_connections,
-                    loopback_only=is_loopback(host))
     # the settings travel to every worker process inside these two (picklable) callables, read once there
     config = uvicorn.Config(functools.partial(app_for_model, model.resolve(), limits), factory=True, host=host,
                             port=port, workers=workers, http=functools.partial(Http11Connection, limits=limits),
@@ -58,8 +83,9 @@ def main(model: Path, host: str, port: int, workers: int, timeout: float, prepar
     socket = config.bind_socket()
     socket.listen(config.backlog)  # connections made once the line below is out wait for the server, not fail
     bound_host, bound_port = socket.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    click.echo(f"serving {model} on http://{shown}:{bound_port}/ (Ctrl-C stops)")
+    address = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(f"serving {model} on http://{address}:{bound_port}/ (Ctrl-C stops)")
+    click.echo("limits: " + ", ".join(f"{name}={shown(getattr(limits, name))}" for name in SETTINGS))
     if workers > 1:
         Multiprocess(config, sockets=[socket]).run()
     else:

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import select
 import socket
 import struct
@@ -26,7 +27,7 @@ from PIL import Image
 
 from pipeline.data.prepared import load_split
 from pipeline.inference import serving
-from pipeline.inference.settings import PREPARER_MB, SERVER_MB
+from pipeline.inference.settings import PREPARER_MB, SERVER_MB, SETTINGS, env_name, option_name
 from tests.browser import CHROMEDRIVER, CHROMIUM, chromium, draw
 from tests.helpers import REPO
 from tests.hostile_images import bmp_of_runs, jpeg_of_scans, png_of_chunks
@@ -40,18 +41,23 @@ class Server:
     process: subprocess.Popen
     port: int
     line: str
+    limits: dict[str, str]  # as the server printed them at start-up
 
 
 @contextmanager
-def running_server(model: Path, timeout: float, *options: str) -> Iterator[Server]:
-    """`python -m stages.serve --port 0 --timeout TIMEOUT [options]` on `model`, stopped afterwards."""
-    command = [sys.executable, "-m", "stages.serve", "--model", str(model), "--port", "0", "--timeout", str(timeout)]
+def running_server(model: Path, timeout: float | None, *options: str,
+                   env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`python -m stages.serve --port 0 [--timeout TIMEOUT] [options]` on `model`, stopped afterwards."""
+    command = [sys.executable, "-m", "stages.serve", "--model", str(model), "--port", "0"]
+    command += ["--timeout", str(timeout)] if timeout is not None else []
     process = subprocess.Popen([*command, *options], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, env=env)
     try:
         line = process.stdout.readline()  # the server prints it once it is bound; EOF if it dies
         assert line.startswith("serving "), process.stderr.read() if process.poll() is not None else line
-        yield Server(process, int(line.split(" on http://127.0.0.1:")[1].split("/")[0]), line)
+        limits = process.stdout.readline().removeprefix("limits: ").strip()
+        yield Server(process, int(line.split(" on http://127.0.0.1:")[1].split("/")[0]), line,
+                     dict(item.split("=") for item in limits.split(", ")))
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -627,3 +633,52 @@ def test_two_workers_serve_and_the_whole_server_stays_under_its_ceiling(exported
             still_serving(two, digit)
         assert len(descendants(two.process.pid)) >= 6  # two server processes, each with two preparers
         assert peak_mb(two.process.pid) <= ceiling_mb(two.process.pid), f"{peak_mb(two.process.pid)} MB"
+
+
+# a value for each setting that is not its default, as the command line and the environment spell it
+SET_TO = {"max_body": "200000", "max_json": "100000", "max_pixels": "90000", "max_header_bytes": "8192",
+          "max_chunks": "64", "client_seconds": "7.5", "concurrent": "3", "queue_seconds": "4", "preparers": "1",
+          "prepare_seconds": "2.5", "max_connections": "50"}
+
+
+def test_every_limit_is_set_by_its_option_or_its_variable_and_the_option_wins(exported: Path) -> None:
+    assert set(SET_TO) == set(SETTINGS)  # a new setting gets a value here
+    names = sorted(SET_TO)
+    by_option, by_variable = names[::2], names[1::2]
+    options = [part for name in by_option for part in (option_name(name), SET_TO[name])]
+    env = {**os.environ, **{env_name(name): SET_TO[name] for name in by_variable},
+           env_name("max_body"): "999999"}  # max_body is also given as an option, which wins
+    with running_server(exported / "model.onnx", None, *options, env=env) as own:
+        assert own.limits == SET_TO, own.limits
+        too_big = b"x" * 200_001  # over the max_body the option set, under the variable's
+        answer = exchange(own.port, request("POST", "/predict", too_big, "image/png"))
+        assert answer.status == 413 and b"at most 200,000" in answer.body, answer
+        answer = exchange(own.port, request("POST", "/predict", png(np.zeros((400, 400), np.uint8)), "image/png"))
+        assert answer.status == 422 and b"at most 90,000 pixels" in answer.body, answer  # 160,000 pixels
+
+
+@pytest.mark.parametrize(("options", "variables", "message"), [
+    (["--concurrent", "0"], {}, "--concurrent: input should be greater than or equal to 1 (got '0')"),
+    (["--timeout", "soon"], {}, "--client-seconds: input should be a valid number"),
+    ([], {"MNIST_SERVE_MAX_PIXELS": "-5"}, "MNIST_SERVE_MAX_PIXELS: input should be greater than or equal to 784"),
+    ([], {"MNIST_SERVE_CONCURENT": "2"}, "MNIST_SERVE_CONCURENT: not a setting of serve (did you mean "
+                                          "MNIST_SERVE_CONCURRENT?)"),
+])
+def test_a_bad_limit_stops_serve_at_start_up_in_one_line(exported: Path, options: list[str],
+                                                          variables: dict[str, str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"), "--port",
+                           "0", *options], cwd=REPO, env={**os.environ, **variables}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith(f"Error: {message}") and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_command_whose_group_is_not_installed_says_which_to_install_in_one_line(tmp_path: Path) -> None:
+    """As in a serving-only install (CI builds a real one: tools/serve_install_check.py): PyYAML hidden."""
+    (tmp_path / "yaml").mkdir()
+    (tmp_path / "yaml" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'yaml'\", name='yaml')")
+    done = subprocess.run([sys.executable, "-m", "stages.train", "--help"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == ("[train] needs the 'pipeline' packages, and yaml is not installed: pip install -c "
+                           "constraints.txt -e '.[pipeline]' (from the project's folder)\n"), done.stderr

@@ -1,5 +1,6 @@
-"""The docs' tables that mirror code or config, generated: params (from each stage's schema) and what reruns
-when (from dvc.yaml). `python -m tools.doc_tables` rewrites them in place; a test fails when they are stale."""
+"""The docs' tables that mirror code or config, generated: params (from each stage's schema), what reruns when
+(from dvc.yaml) and serve's limits (from its settings object). `python -m tools.doc_tables` rewrites them in
+place; a test fails when they are stale."""
 
 from __future__ import annotations
 
@@ -83,7 +84,20 @@ def reruns_table(dvc_yaml: Path = ROOT / "dvc.yaml") -> str:
     return "\n".join(rows)
 
 
-TABLES = {"params": params_table, "reruns": reruns_table}
+def serve_limits_table() -> str:
+    """serve's limits: option, environment variable, default and meaning (pipeline/inference/settings.py)."""
+    from pipeline.inference.settings import SETTINGS, Limits, default_shown, env_name, option_name
+
+    rows = ["| option | environment variable | default | what it bounds |", "|---|---|---|---|"]
+    for name in SETTINGS:
+        option = f"`{option_name(name)}` (`--timeout`)" if name == "client_seconds" else f"`{option_name(name)}`"
+        rows.append(f"| {option} | `{env_name(name)}` | {default_shown(name)} | "
+                    f"{Limits.model_fields[name].description} |")
+    return "\n".join(rows)
+
+
+TABLES = {"params": params_table, "reruns": reruns_table, "serve-limits": serve_limits_table}
+PAGES = [PAGE, ROOT / "docs" / "predict-and-serve.md"]
 
 
 def render(page: str) -> str:
@@ -96,9 +110,10 @@ def render(page: str) -> str:
 
 @click.command()
 def main() -> None:
-    """Rewrite the generated tables in docs/params.md."""
-    PAGE.write_text(render(PAGE.read_text()))
-    click.echo(f"tables regenerated in {PAGE.relative_to(ROOT)}")
+    """Rewrite the generated tables in the docs."""
+    for page in PAGES:
+        page.write_text(render(page.read_text()))
+        click.echo(f"tables regenerated in {page.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
