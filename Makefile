@@ -10,8 +10,10 @@ setup: $(STAMP)
 
 # the project with its pipeline and dev groups (pyproject.toml), every version pinned by constraints.txt
 $(STAMP): pyproject.toml constraints.txt
+	@echo "setup: pinned packages into $(VENV): about 6 GB (most of it PyTorch's CUDA libraries), 2-3 minutes" \
+		"on a fast connection the first time, seconds from pip's cache; pip lists each package as it goes"
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[pipeline,dev]"
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e ".[pipeline,dev]"
 	touch $@
 
 # predict and serve alone, without PyTorch or DVC (about 365 MB against the full environment's 6.2 GB)
@@ -34,6 +36,8 @@ check-serve-install: setup serve-env
 repro: setup
 	dvc pull -r storage --allow-missing train export evaluate
 	dvc repro
+	@echo "make repro: DVC's hint to push is generic. main's record travels in dvc-store/ through git" \
+		"(\`make publish\` stores a new one); your own results go to a team remote, if any (docs/experiments.md)"
 
 # retrain the committed params here: your platform's baseline, with a verdict against the committed record
 retrain: setup

@@ -18,8 +18,8 @@ log = logging.getLogger("download")
 
 @click.command(help=f"""Fetch the IDX files into OUT, decompressed and checksum-verified.
 
-Sources, in order: the official mirrors (torchvision's), `data_dir`, system folders
-(Debian's /usr/share/datasets/fashion-mnist), the MNIST copy bundled in data/bundled/.
+Sources, in order: `data_dir`, system folders (Debian's /usr/share/datasets/fashion-mnist),
+the MNIST copy bundled in data/bundled/, and last the official mirrors (torchvision's).
 Each file is streamed: its header is checked first (28x28 images or labels, at most a million),
 then it is copied while its MD5 is computed, so a file never costs more memory than one chunk.
 Whatever the source, the files written are byte-identical. Beside them, dataset.json

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
+import logging
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +41,26 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def check_free(host: str, port: int) -> None:
+    """Refuse, in one line naming the address and the way out, a port something already listens on (uvicorn would
+    print only its errno). The probe binds as uvicorn does (SO_REUSEADDR) and lets go at once."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            shown = f"[{host}]" if ":" in host else host
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+            raise PipelineError(f"{shown}:{port}: {reason}; stop what listens there, or pick another --port "
+                                "(--port 0 takes a free one)") from None
+
+
 def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One option per setting of `Limits` (values are checked by the settings object, so that a bad one is one
     line naming it), each also read from its environment variable."""
@@ -54,7 +77,7 @@ def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 GET / is a page where you draw a digit (mouse or finger) and watch the prediction and the ten
 probabilities change as you draw; GET /openapi.json describes the API. POST /predict takes an image
-(image/*, or a form upload) or JSON {{"pixels": [[...]]}} and returns {{"label", "probabilities"}};
+(image/*, or a form upload) or JSON {{"pixels": [[...]]}} and returns {{"label", "probability", "probabilities"}};
 a bad request gets a 4xx JSON error, with limits on body size, image size and time. Binds to
 127.0.0.1 unless --host says otherwise; --port 0 picks a free port. Prints the address it bound.
 
@@ -66,16 +89,26 @@ else its default; a bad value stops serve at start-up with one line (exit status
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes sharing the port (each loads the model and starts its preparers).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(LOG_LEVELS),
+              help="The least severe log lines shown (stderr); warning hides the access log too.")
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="One line per answer on stderr: client, request, status and milliseconds.")
 @limit_options
 @reports_errors
-def main(model: Path, host: str, port: int, workers: int, **options: str | None) -> None:
+def main(model: Path, host: str, port: int, workers: int, log_level: str, access_log: bool,
+         **options: str | None) -> None:
     setup_logging("serve")
+    for name in ("serve", "pipeline"):
+        logging.getLogger(name).setLevel(log_level.upper())
+    if not access_log:
+        logging.getLogger("serve.access").setLevel(logging.WARNING)
     try:
         limits = resolve_limits(options, loopback_only=is_loopback(host))
     except PipelineError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     open_session(model)  # a missing or broken model stops here, in one line
+    check_free(host, port)
     # the settings travel to every worker process inside these two (picklable) callables, read once there
     config = uvicorn.Config(functools.partial(app_for_model, model.resolve(), limits), factory=True, host=host,
                             port=port, workers=workers, http=functools.partial(Http11Connection, limits=limits),

@@ -42,10 +42,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if under_ci() and not os.environ.get("PYTEST_XDIST_WORKER") and exitstatus == 0 and not complete_tier_ran:
+    is_worker = hasattr(session.config, "workerinput")  # an xdist worker: its controller sees every report
+    if under_ci() and not is_worker and exitstatus == 0 and not complete_tier_ran:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.ensure_newline()
+            reporter.write("\n")
             reporter.write_line(f"no test of the complete tier ran ('{COMPLETE}' marker): CI runs `make test-all`",
                                 red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -214,8 +214,18 @@ def test_the_mirrors_are_tried_in_order_and_one_down_or_serving_bad_files_is_ski
     with files_served(tmp_path) as port, caplog.at_level("INFO"):
         mirrors = ["http://127.0.0.1:9/", f"http://127.0.0.1:{port}/bad/", f"http://127.0.0.1:{port}/good/"]
         monkeypatch.setattr(tvd.MNIST, "mirrors", mirrors)
-        source = fetch_dataset(MNIST, str(tmp_path / "none"), tmp_path / "out")
-    assert source == "official mirrors"
+        source = fetch_dataset(replace(MNIST, bundled_dir=None), str(tmp_path / "none"), tmp_path / "out")
+    assert source == "official mirrors"  # the last source, tried when no folder here has the files
     assert all(hashlib.md5((tmp_path / "out" / name).read_bytes()).hexdigest() == MNIST.md5[name] for name in FILES)
     assert f"mirror {mirrors[0]} unreachable, skipping" in caplog.text
     assert f"mirror {mirrors[1]} failed" in caplog.text
+
+
+def test_a_copy_on_this_machine_is_used_before_any_mirror_is_contacted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args: object, **kwargs: object) -> bool:
+        raise AssertionError("a mirror was contacted although the bundled copy has the files")
+
+    monkeypatch.setattr("pipeline.data.sources.reachable", no_network)
+    (tmp_path / "out").mkdir()
+    assert fetch_dataset(MNIST, str(tmp_path / "none"), tmp_path / "out") == str(MNIST.bundled_dir)

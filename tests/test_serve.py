@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import select
 import socket
 import struct
@@ -50,6 +51,7 @@ def running_server(model: Path, timeout: float | None, *options: str,
     """`python -m stages.serve --port 0 [--timeout TIMEOUT] [options]` on `model`, stopped afterwards."""
     command = [sys.executable, "-m", "stages.serve", "--model", str(model), "--port", "0"]
     command += ["--timeout", str(timeout)] if timeout is not None else []
+    command += [] if "--access-log" in options else ["--no-access-log"]  # nobody reads stderr while it runs
     process = subprocess.Popen([*command, *options], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     try:
@@ -114,6 +116,20 @@ def test_predict_answers_an_image_a_form_upload_and_json_pixels(server: Server, 
     assert predict(server, json.dumps({"pixels": pixels}).encode(), "application/json").json()["label"] == digit[1]
     upload = form("b0undary", [('Content-Disposition: form-data; name="file"; filename="d.png"', digit[0])])
     assert predict(server, upload, "multipart/form-data; boundary=b0undary").json() == answer
+
+
+@pytest.mark.parametrize(("sample", "label"), [("three.png", "3"), ("seven.jpg", "7")])
+def test_predict_and_serve_give_one_answer_of_one_shape_for_the_readmes_samples(
+        server: Server, exported: Path, sample: str, label: str) -> None:
+    path = REPO / "docs" / "samples" / sample  # the images the README's predict lines read
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "--json", "--model", str(exported / "model.onnx"),
+                           str(path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    [printed] = json.loads(done.stdout)
+    served = predict(server, path.read_bytes(), "image/jpeg" if path.suffix == ".jpg" else "image/png").json()
+    assert set(printed) == {"file", *served} and set(served) == {"label", "probability", "probabilities"}
+    assert {key: printed[key] for key in served} == served
+    assert served["label"] == label and served["probability"] == max(served["probabilities"].values())
 
 
 def test_the_docs_and_the_page_are_served(server: Server) -> None:
@@ -682,3 +698,33 @@ def test_a_command_whose_group_is_not_installed_says_which_to_install_in_one_lin
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == ("[train] needs the 'pipeline' packages, and yaml is not installed: pip install -c "
                            "constraints.txt -e '.[pipeline]' (from the project's folder)\n"), done.stderr
+
+
+def test_the_access_log_has_a_line_per_answer_and_can_be_silenced(exported: Path, digit: tuple[bytes, str],
+                                                                 tmp_path: Path) -> None:
+    for flag, lines in (("--access-log", 2), ("--no-access-log", 0)):
+        log_file = tmp_path / f"{flag}.log"
+        with log_file.open("w") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"),
+                                        "--port", "0", flag], cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
+                                       text=True)
+            try:
+                port = int(process.stdout.readline().split(" on http://127.0.0.1:")[1].split("/")[0])
+                assert exchange(port, request("POST", "/predict", digit[0], "image/png")).status == 200
+                assert exchange(port, request("GET", "/nowhere")).status == 404
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+        logged = [line for line in log_file.read_text().splitlines() if '" ' in line]
+        assert len(logged) == lines, log_file.read_text()
+        if lines:
+            assert re.fullmatch(r'\[serve\] 127\.0\.0\.1:\d+ "POST /predict" 200 in \d+ ms', logged[0]), logged
+            assert re.fullmatch(r'\[serve\] 127\.0\.0\.1:\d+ "GET /nowhere" 404 in \d+ ms', logged[1]), logged
+
+
+def test_a_port_in_use_is_one_line_naming_the_address_and_the_way_out(server: Server, exported: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"), "--port",
+                           str(server.port)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == (f"Error: 127.0.0.1:{server.port}: already in use; stop what listens there, or pick "
+                           "another --port (--port 0 takes a free one)\n"), done.stderr

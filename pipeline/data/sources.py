@@ -180,13 +180,18 @@ def download_from_mirrors(spec: DatasetSpec, dest: Path) -> bool:
 
 
 def candidate_sources(spec: DatasetSpec, data_dir: str, offline: bool) -> list[tuple[str, Callable[[Path], bool]]]:
-    """(description, fetcher) pairs in the order they are tried; a fetcher fills a folder or returns False."""
+    """(description, fetcher) pairs in the order they are tried; a fetcher fills a folder or returns False.
+
+    Folders on this machine first (`data_dir`, the system's, the bundled copy), the official mirrors last: every
+    source is checked against the same published MD5s, so the first that has the files gives the same bytes,
+    and a machine with a copy never touches the network.
+    """
     sources: list[tuple[str, Callable[[Path], bool]]] = []
-    if not offline and spec.name != "custom":
-        sources.append(("official mirrors", lambda dest: download_from_mirrors(spec, dest)))
     folders = [Path(data_dir), *spec.system_dirs, *([spec.bundled_dir] if spec.bundled_dir else [])]
     for folder in folders:
         sources.append((str(folder), lambda dest, folder=folder: folder.is_dir() and copy_verified(spec, folder, dest)))
+    if not offline and spec.name != "custom":
+        sources.append(("official mirrors", lambda dest: download_from_mirrors(spec, dest)))
     return sources
 
 

@@ -21,6 +21,7 @@ import json
 import logging
 import socket
 import struct
+import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -30,6 +31,7 @@ import h11
 from pipeline.inference.settings import Limits
 
 log = logging.getLogger("serve")
+access = logging.getLogger("serve.access")  # one line per answer; `serve --no-access-log` silences it
 HIGH_WATER = 64 * 1024  # body bytes held for the app before reading pauses
 SEND_BUFFER = 64 * 1024  # the kernel's send buffer of a connection
 LINGER_SECONDS = 2.0  # after an answer that closes the connection, what the client still sends is dropped
@@ -67,6 +69,7 @@ class _Exchange:
         self.head = b""  # the answer's status line and headers, not yet written
         self.keep_alive = True
         self.chunks = 0
+        self.started, self.status = time.perf_counter(), 0
 
     async def receive(self) -> dict[str, Any]:
         connection = self.connection
@@ -97,7 +100,7 @@ class _Exchange:
             headers = list(message.get("headers", []))
             if connection.conn.their_state is not h11.DONE or not self.keep_alive:
                 headers.append((b"connection", b"close"))  # answered before its body arrived: closes after
-            status = message["status"]
+            status = self.status = message["status"]
             # held until the first body part, so that a whole answer leaves in one write (one TCP segment)
             self.head = connection.conn.send(h11.Response(status_code=status, headers=headers,
                                                           reason=reason_phrase(status).encode()))
@@ -111,6 +114,7 @@ class _Exchange:
                 parts.append(connection.conn.send(h11.EndOfMessage()))
             connection.write(b"".join(p for p in parts if p))
             if self.response_complete:
+                connection.log_access(self.status, self)
                 connection.response_done()
         else:
             raise RuntimeError(f"unexpected ASGI message {message['type']!r} for this response")
@@ -340,6 +344,19 @@ class Http11Connection(asyncio.Protocol):
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    def log_access(self, status: int, exchange: _Exchange | None) -> None:
+        """The access log's line for one answer: client, request, status and time since its headers."""
+        if not access.isEnabledFor(logging.INFO):
+            return
+        client = self.addresses[1]
+        who = f"{client[0]}:{client[1]}" if client else "-"
+        if exchange is None:
+            access.info('%s "-" %d', who, status)
+            return
+        scope = exchange.scope
+        access.info('%s "%s %s" %d in %.0f ms', who, scope["method"], scope["path"], status,
+                    (time.perf_counter() - exchange.started) * 1000)
+
     def refuse(self, status: int, message: str, retry_after: int | None = None) -> None:
         """Answer `message` as JSON (unless an answer has begun) and close, dropping what still comes in."""
         self.cancel_timer()
@@ -355,6 +372,7 @@ class Http11Connection(asyncio.Protocol):
             self.transport.abort()
             return
         self.transport.write(json_response(status, message, retry_after))
+        self.log_access(status, self.exchange)
         self.linger()
 
     def linger(self) -> None:

@@ -23,17 +23,23 @@ def surest_reading(session: Any, readings: np.ndarray) -> np.ndarray:
     return probabilities[surest(probabilities)]
 
 
+def answer(classes: list[str], probabilities: np.ndarray) -> dict[str, Any]:
+    """What predict (for each file, beside its name) and serve (for each request) answer: the label, its
+    probability, and every class's."""
+    best = int(probabilities.argmax())
+    return {"label": classes[best], "probability": round(float(probabilities[best]), 6),
+            "probabilities": {name: round(float(p), 6) for name, p in zip(classes, probabilities, strict=True)}}
+
+
 def predict_file(session: Any, classes: list[str], path: Path) -> dict[str, Any]:
-    """The label and probability for one file, or the error that stopped it."""
+    """The file's name and its `answer`, or the error that stopped it."""
     try:
         pixels = prepare_image(path)
     except PipelineError as exc:
         return {"file": str(path), "error": str(exc)}
     except Exception as exc:  # anything else a strange file provokes is still that file's error alone
         return {"file": str(path), "error": f"{path}: cannot be prepared ({type(exc).__name__}: {exc})"}
-    row = surest_reading(session, pixels)
-    best = int(row.argmax())
-    return {"file": str(path), "label": classes[best], "probability": round(float(row[best]), 6)}
+    return {"file": str(path), **answer(classes, surest_reading(session, pixels))}
 
 
 def predict_files(session: Any, classes: list[str], files: list[Path]) -> Iterator[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 POST /predict takes an image (image/* or application/octet-stream), a form upload (multipart/form-data,
 the first file) or JSON `{"pixels": [[...], ...]}` (gray levels, rows of a 2-D image, 0-1 or 0-255), and
-answers `{"label": "7", "probabilities": {"0": ..., ..., "9": ...}}`. Anything the client got wrong gets a
+answers `{"label": "7", "probability": 0.91, "probabilities": {"0": ..., "9": ...}}` (what predict --json
+prints for a file, beside its name). Anything the client got wrong gets a
 4xx JSON `{"error": "..."}`, a fault of the server a 500 JSON (its traceback goes to the log); no request
 is left without an answer. The limits on what a request may cost are in `Limits`.
 """
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.common.errors import PipelineError
 from pipeline.inference.pixels_json import RequestError
-from pipeline.inference.prediction import surest_reading
+from pipeline.inference.prediction import answer, surest_reading
 from pipeline.inference.preparers import Preparers
 from pipeline.inference.settings import Limits
 
@@ -118,17 +119,17 @@ class SameOrigin:
 
 
 class Prediction(BaseModel):
-    """The answer to POST /predict: the label and every class's probability."""
+    """The answer to POST /predict: the label, its probability and every class's (`prediction.answer`, what
+    predict --json prints for a file too)."""
 
     label: str
+    probability: float
     probabilities: dict[str, float]
 
 
 def predict_digit(session: Any, classes: list[str], readings: np.ndarray) -> Prediction:
-    """The label and every class's probability for one digit's prepared readings (K x 28 x 28)."""
-    probs = surest_reading(session, readings)
-    return Prediction(label=classes[int(probs.argmax())],
-                      probabilities={name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)})
+    """The answer for one digit's prepared readings (K x 28 x 28)."""
+    return Prediction(**answer(classes, surest_reading(session, readings)))
 
 
 @dataclass(frozen=True)
