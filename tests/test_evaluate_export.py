@@ -43,7 +43,8 @@ def test_evaluate_measures_the_onnx_file_and_writes_metrics_report_figures_and_c
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(), test.labels).item()
     assert metrics["loss"] == pytest.approx(loss, abs=2e-6)
     per_class = pd.read_csv(evaluated / "eval" / "per_class.csv")
-    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
+    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support", "errors"]
+    assert per_class["errors"].sum() == metrics["errors"]
     assert per_class["support"].sum() == len(test)
     confusion = pd.read_csv(evaluated / "eval" / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(test)

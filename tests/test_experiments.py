@@ -49,7 +49,7 @@ def test_a_running_experiment_shows_its_latest_epoch_and_ends_with_the_bytes_of_
             process.kill()
     assert process.returncode == 0, output[-3000:]
     assert 1 <= live["epochs_run"] < epochs and live["best_epoch"] <= live["epochs_run"], live
-    assert len(rows) == 1 + live["epochs_run"] and rows[0].split("\t") == ["epoch", "train", "val"]
+    assert len(rows) == 1 + live["epochs_run"] and rows[0].split("\t") == ["epoch", "train", "val", "trained_on"]
     assert not signal_file.exists()
     assert json.loads((dvc_repo / "metrics/train.json").read_text())["epochs_run"] == epochs
     watched = {path: md5(dvc_repo / path) for path in TRAIN_OUTPUTS}

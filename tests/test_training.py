@@ -262,7 +262,7 @@ def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
                        "epochs_run": 2, "parameters": 109386, "platform": CPU}
     assert summary["val_acc"] > 0.8
     loss_rows = (tmp_path / "metrics" / "loss.tsv").read_text().splitlines()
-    assert loss_rows[0].split("\t") == ["epoch", "train", "val"] and len(loss_rows) == 3
+    assert loss_rows[0].split("\t") == ["epoch", "train", "val", "trained_on"] and len(loss_rows) == 3
     assert float(loss_rows[2].split("\t")[2]) == summary["val_loss"]
     assert (tmp_path / "metrics" / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "ck.pt").exists()
@@ -330,3 +330,16 @@ def test_ddp_averages_gradients_across_ranks(tmp_path: Path) -> None:
     expected = [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, -1.0, -1.0]  # 4 images each; 8 and 9 nobody's
     assert report["shared_losses"] == [expected, expected]
     assert report["from_one_process"] < 1e-6, report  # the average of the halves' gradients is the whole batch's
+
+
+def test_the_record_says_which_epochs_trained_on_the_selected_subset(tmp_path: Path) -> None:
+    from pipeline.train.record import write_progress
+
+    history = [{"epoch": e, "train_loss": 1.0, "val_loss": 0.5, "train_acc": 0.9, "val_acc": 0.95, "lr": 0.01,
+                "selective": float(e > 2)} for e in (1, 2, 3, 4)]
+    write_progress(tmp_path / "train.json", tmp_path / "record", history, 4, 10, CPU)
+    for chart in ("loss", "acc"):
+        rows = [line.split("\t") for line in (tmp_path / "record" / f"{chart}.tsv").read_text().splitlines()]
+        assert [row[-1] for row in rows] == ["trained_on", "all images", "all images", "selected subset",
+                                             "selected subset"]
+    assert (tmp_path / "record" / "lr.tsv").read_text().splitlines()[0] == "epoch\tlr"

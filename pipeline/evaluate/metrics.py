@@ -16,7 +16,7 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, num_classes: int
 
 
 def per_class_report(matrix: np.ndarray, classes: list[str]) -> dict[str, np.ndarray]:
-    """Precision, recall, F1 and support of each class, as columns."""
+    """Precision, recall, F1, support and errors (its images read as another class) of each class, as columns."""
     true_pos = np.diag(matrix).astype(float)
     predicted, support = matrix.sum(0), matrix.sum(1)
     precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
@@ -24,7 +24,7 @@ def per_class_report(matrix: np.ndarray, classes: list[str]) -> dict[str, np.nda
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
     return {"class": np.array(classes), "precision": precision.round(6), "recall": recall.round(6),
-            "f1": f1.round(6), "support": support}
+            "f1": f1.round(6), "support": support, "errors": support - np.diag(matrix)}
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

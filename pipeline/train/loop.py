@@ -63,7 +63,7 @@ def fit(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, checkpoint: Che
         val_loss, val_acc = loss_and_accuracy(run.kept, x_val, y_val, cfg.label_smoothing)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / count, "train_acc": correct / count,
                   "val_loss": val_loss, "val_acc": val_acc, "lr": run.optimizer.param_groups[0]["lr"],
-                  "seconds": seconds}
+                  "selective": float(selective(cfg, epoch)), "seconds": seconds}
         check_finite(record, cfg.lr)
         keep_if_best(state, record, run.kept)
         stopped = from_main(cfg.patience > 0 and state.bad_epochs >= cfg.patience, info)

@@ -18,9 +18,16 @@ from pipeline.common.atomic import write_json, write_text
 from pipeline.common.figure_file import save_figure
 
 # one TSV per chart: its columns after `epoch`, each from a key of the epoch's record; dvc.yaml draws loss and
-# accuracy with docs/plots/train_val.json, which puts the train and val columns into one chart
+# accuracy with docs/plots/train_val.json, which puts the train and val columns into one chart and shades the
+# epochs whose `trained_on` is the selected subset (selective backprop: their training loss is the hard images')
 CHARTS = {"loss": {"train": "train_loss", "val": "val_loss"}, "acc": {"train": "train_acc", "val": "val_acc"},
           "lr": {"lr": "lr"}}
+SUBSET_CHARTS = ("loss", "acc")
+
+
+def trained_on(record: dict[str, float]) -> str:
+    """What the epoch's training numbers were measured on: all images, or a selective epoch's subset."""
+    return "selected subset" if record.get("selective") else "all images"
 # where DVC's VS Code extension looks for DVCLive's "an epoch is done" signal (DVC sets DVC_ROOT for stages,
 # and for queued runs points it at the repository the queue belongs to)
 STEP_SIGNAL = Path(".dvc", "tmp", "exps", "run", "DVCLIVE_STEP_COMPLETED")
@@ -38,8 +45,10 @@ def write_progress(metrics: Path, folder: Path, history: list[dict[str, float]],
                    parameters: int, platform: dict[str, str | int]) -> None:
     """The record so far: each chart's TSV in `folder`, then `metrics`; each file replaced atomically."""
     for chart, columns in CHARTS.items():
-        rows = ["\t".join(("epoch", *columns))]
-        rows += ["\t".join([str(r["epoch"]), *(repr(float(r[key])) for key in columns.values())]) for r in history]
+        subset = chart in SUBSET_CHARTS
+        rows = ["\t".join(("epoch", *columns, *(["trained_on"] if subset else [])))]
+        rows += ["\t".join([str(r["epoch"]), *(repr(float(r[key])) for key in columns.values()),
+                            *([trained_on(r)] if subset else [])]) for r in history]
         write_text(folder / f"{chart}.tsv", "\n".join(rows) + "\n")
     write_json(metrics, summary(history, best_epoch, parameters, platform))
     signal_epoch_done(len(history))
@@ -75,10 +84,14 @@ def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
         axes[1].plot(epochs, [100 * r[f"{split}_acc"] for r in history], marker="o", label=split)
     axes[2].plot(epochs, [r["lr"] for r in history], marker="o", color="gray")
     titles = ("loss (with label smoothing)", "accuracy %", "learning rate at epoch end")
+    selected = [r["epoch"] for r in history if r.get("selective")]
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        if selected:  # training numbers there are the selected (hardest) images', not all images'
+            ax.axvspan(min(selected) - 0.5, max(selected) + 0.5, color="tab:orange", alpha=0.08,
+                       label="trained on a selected subset")
     axes[0].legend()
     axes[1].legend()
     save_figure(fig, path)
