@@ -4,7 +4,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup serve-env check-serve-install repro retrain publish test test-all lint bench compare report clean
+.PHONY: setup serve-env check-serve-install repro retrain publish test test-all lint bench compare sweep-worker report clean
 
 setup: $(STAMP)
 
@@ -72,11 +72,16 @@ bench: setup   # fresh results go to bench/results/local/; add --update to repla
 compare: setup
 	@dvc exp show --only-changed --sort-by metrics/eval.json:accuracy --sort-order desc --drop '$(COMPARE_DROP)'
 
+# this worker's share of a grid of experiments, each pushed to origin (and its outputs to the default DVC remote):
+#   make sweep-worker SHARD=0 SHARDS=2 SWEEP="-S 'lr=0.003,0.006' -S 'batch_size=256,512'"   (docs/sweeps.md)
+sweep-worker: setup
+	python -m stages.sweep_worker --shard "$(SHARD)" --shards "$(SHARDS)" --sweep "$(SWEEP)"
+
 # report/report.md: this workspace against BASE (default main), for a pull request
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|errors|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit|.*_bytes|platform.cpu_capability
+COMPARE_DROP := Created|State|Executor|errors|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit_e6|.*_bytes|platform.cpu_capability
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info data/raw data/prepared data/corrupted models/*.pt models/*.pt2 models/*.onnx

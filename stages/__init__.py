@@ -1,5 +1,5 @@
-"""The commands, one module each, run as `python -m stages.<name>`: the DVC stages of dvc.yaml, and predict, serve
-and report, which work on what the stages made."""
+"""The commands, one module each, run as `python -m stages.<name>`: the DVC stages of dvc.yaml; predict, serve
+and report, which work on what the stages made; and sweep_worker, which runs experiments of them."""
 
 import sys
 from pathlib import Path

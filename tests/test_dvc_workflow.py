@@ -127,7 +127,7 @@ def test_metrics_are_committed_and_shown(dvc_repo: Path) -> None:
     metrics = shown[""]["data"]
     assert metrics["metrics/eval.json"]["data"]["accuracy"] > 0.5
     assert metrics["metrics/train.json"]["data"]["epochs_run"] == 1
-    assert "metrics/export.json" not in metrics  # export's check is a committed file, not a metric
+    assert metrics["metrics/export.json"]["data"]["agree"] is True
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -166,7 +166,9 @@ def test_a_branch_with_other_lr_reruns_downstream_diffs_and_going_back_restores_
     metrics = json.loads(dvc(dvc_repo, "metrics", "diff", "main", "--json").stdout)
     assert "accuracy" in metrics["metrics/eval.json"]
     rows = [line.split() for line in dvc(dvc_repo, "metrics", "diff", "main").stdout.splitlines()[1:]]
-    assert rows and not [row for row in rows if row[2:4] == ["0.0", "0.0"]], rows  # no value too small to show
+    shown_zero = {(row[0], row[1]) for row in rows if row[2:4] == ["0.0", "0.0"]}
+    assert rows and all(metrics[path][name] == {"old": 0, "new": 0, "diff": 0} for path, name in shown_zero), rows
+    # a row reads 0.0 only where the value is zero: none is too small to show
     markdown = dvc(dvc_repo, "params", "diff", "main", "--md").stdout
     assert markdown.startswith("| Path") and "| params.yaml | lr " in markdown
     run(dvc_repo, sys.executable, "-m", "stages.report", "main")

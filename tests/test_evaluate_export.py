@@ -91,7 +91,7 @@ def test_export_agrees_with_pytorch_on_every_test_image(exported: Path, trained_
     assert report["images"] == export.VERIFIED
     for name in ("onnx", "torch_export"):
         assert report[name]["disagreements"] == 0
-        assert report[name]["max_abs_logit_diff"] < 1e-4
+        assert report[name]["max_abs_logit_diff_e6"] < 100  # millionths: under 1e-4
     assert report["onnx_bytes"] == (exported / "model.onnx").stat().st_size
 
 

@@ -20,7 +20,7 @@ def model_card(metadata: dict[str, str], stats: dict[str, Any], evaluation: dict
     checksums = "\n".join(f"| `{name}` | `{md5}` |" for name, md5 in stats["source_md5"].items())
     classes = ", ".join(json.loads(metadata["classes"]))
     normalization = json.loads(metadata["normalization"])
-    largest = max(export["onnx"]["max_abs_logit_diff"], export["torch_export"]["max_abs_logit_diff"])
+    largest = max(export["onnx"]["max_abs_logit_diff_e6"], export["torch_export"]["max_abs_logit_diff_e6"]) / 1e6
     return f"""# Model card: {stats['dataset']} {metadata['model']} classifier
 
 ## Files
@@ -55,7 +55,7 @@ shifts of it; `tta_shifts`, a param of the export stage).
 - accuracy {evaluation['accuracy']:.4f} ({evaluation['errors']} errors), macro F1 {evaluation['f1_macro']:.4f},
   cross-entropy {evaluation['loss']:.4f}
 - both exports agree with PyTorch on the first {export['images']:,} test images: largest logit difference
-  {largest:.1e} (limit {export['limit']:g})
+  {largest:.1e} (limit {export['limit_e6'] / 1e6:g})
 
 ## Intended use and limits
 For learning, benchmarking and demonstrating a reproducible pipeline on handwritten digits (or
