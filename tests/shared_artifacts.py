@@ -36,35 +36,30 @@ def built_once(root: Path, name: str, build: Callable[[Path], object]) -> Path:
     return folder
 
 
-def prepared(root: Path) -> Path:
-    """Prepared splits from 8,000 real training digits (500 for validation) and 2,000 test digits."""
+def prepared_digits(root: Path, name: str, train: int, test: int, val_size: int) -> Path:
+    """Prepared splits (as the preprocess stage writes them) from the first `train` and `test` real digits."""
     from pipeline.data.preparation import prepare
     from pipeline.data.prepared import save_split
 
     def build(out: Path) -> None:
-        dataset = write_tiny_dataset(root / "prepared-dataset", read_bundled_mnist(), 8000, 2000)
-        splits, stats = prepare(make_raw(root / "prepared-raw", dataset), 500, 0)
-        for name, split in splits.items():
-            save_split(out / f"{name}.npz", split)
+        dataset = write_tiny_dataset(root / f"{name}-dataset", read_bundled_mnist(), train, test)
+        splits, stats = prepare(make_raw(root / f"{name}-raw", dataset), val_size, 0)
+        for split_name, split in splits.items():
+            save_split(out / f"{split_name}.npz", split)
         (out / "stats.json").write_text(json.dumps(stats))
 
-    return built_once(root, "prepared", build)
+    return built_once(root, name, build)
+
+
+def prepared(root: Path) -> Path:
+    """Prepared splits from 8,000 real training digits (500 for validation) and 2,000 test digits."""
+    return prepared_digits(root, "prepared", 8000, 2000, 500)
 
 
 def small_prepared(root: Path) -> Path:
     """Prepared splits from 1,000 real training digits (100 for validation) and 300 test digits: for the tests of
     equality (a resumed run against an uninterrupted one), which need no accuracy."""
-    from pipeline.data.preparation import prepare
-    from pipeline.data.prepared import save_split
-
-    def build(out: Path) -> None:
-        dataset = write_tiny_dataset(root / "small-dataset", read_bundled_mnist(), 1000, 300)
-        splits, stats = prepare(make_raw(root / "small-raw", dataset), 100, 0)
-        for name, split in splits.items():
-            save_split(out / f"{name}.npz", split)
-        (out / "stats.json").write_text(json.dumps(stats))
-
-    return built_once(root, "small-prepared", build)
+    return prepared_digits(root, "small-prepared", 1000, 300, 100)
 
 
 def plain_params(root: Path) -> Path:
