@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.data.prepared import load_split
@@ -681,12 +682,15 @@ def test_every_limit_is_set_by_its_option_or_its_variable_and_the_option_wins(ex
                                           "MNIST_SERVE_CONCURRENT?)"),
 ])
 def test_a_bad_limit_stops_serve_at_start_up_in_one_line(exported: Path, options: list[str],
-                                                          variables: dict[str, str], message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "stages.serve", "--model", str(exported / "model.onnx"), "--port",
-                           "0", *options], cwd=REPO, env={**os.environ, **variables}, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 2 and done.stdout == "", done
-    assert done.stderr.startswith(f"Error: {message}") and done.stderr.count("\n") == 1, done.stderr
+                                                          variables: dict[str, str], message: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from stages import serve
+
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(serve.main, ["--model", str(exported / "model.onnx"), "--port", "0", *options])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.startswith(f"Error: {message}") and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_a_command_whose_group_is_not_installed_says_which_to_install_in_one_line(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from stages import sweep_worker
 from stages.sweep_worker import experiment_name, grid, parse_sweep, shard_of
 from tests.dvc_repo import ENV, dvc, experiments, git, md5, run, set_params
 from tests.helpers import REPO
@@ -46,9 +48,8 @@ def test_names_are_the_points_own_and_valid_git_refs() -> None:
     ("-S lr=1 -S lr=2", "'lr' is given twice"),
 ])
 def test_a_bad_sweep_is_one_line(sweep: str, message: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "stages.sweep_worker", "--shard", "0", "--shards", "1",
-                           "--sweep", sweep, "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and done.stderr == f"Error: --sweep: {message}\n"
+    result = CliRunner().invoke(sweep_worker.main, ["--shard", "0", "--shards", "1", "--sweep", sweep, "--dry-run"])
+    assert result.exit_code == 1 and result.stderr == f"Error: --sweep: {message}\n"
 
 
 def test_the_recipes_pass_the_engines_index_and_count_to_the_worker() -> None:
