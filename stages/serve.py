@@ -44,6 +44,11 @@ def is_loopback(host: str) -> bool:
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
+def url_host(host: str) -> str:
+    """The host as a URL or an address with a port writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def check_free(host: str, port: int) -> None:
     """Refuse, in one line naming the address and the way out, a port something already listens on (uvicorn would
     print only its errno). The probe binds as uvicorn does (SO_REUSEADDR) and lets go at once."""
@@ -55,10 +60,9 @@ def check_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            shown = f"[{host}]" if ":" in host else host
             reason = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
-            raise PipelineError(f"{shown}:{port}: {reason}; stop what listens there, or pick another --port "
-                                "(--port 0 takes a free one)") from None
+            raise PipelineError(f"{url_host(host)}:{port}: {reason}; stop what listens there, or pick another "
+                                "--port (--port 0 takes a free one)") from None
 
 
 def limit_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,8 +120,7 @@ def main(model: Path, host: str, port: int, workers: int, log_level: str, access
     socket = config.bind_socket()
     socket.listen(config.backlog)  # connections made once the line below is out wait for the server, not fail
     bound_host, bound_port = socket.getsockname()[:2]
-    address = f"[{bound_host}]" if ":" in bound_host else bound_host
-    click.echo(f"serving {model} on http://{address}:{bound_port}/ (Ctrl-C stops)")
+    click.echo(f"serving {model} on http://{url_host(bound_host)}:{bound_port}/ (Ctrl-C stops)")
     click.echo("limits: " + ", ".join(f"{name}={shown(getattr(limits, name))}" for name in SETTINGS))
     if workers > 1:
         Multiprocess(config, sockets=[socket]).run()

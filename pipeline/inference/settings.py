@@ -51,8 +51,7 @@ class Limits(BaseSettings):
     queue_seconds: float = Field(10.0, ge=0, le=600,
                                  description="seconds a request waits for its turn before a 503")
     preparers: int = Field(default_factory=one_per_core, ge=1, le=64,
-                           description="processes per server process that decode and prepare images "
-                                       "(default: one per core, at most 4)")
+                           description="processes per server process that decode and prepare images")
     prepare_seconds: float = Field(1.0, ge=0.01, le=600,
                                    description="seconds one image may take to prepare before it is stopped (422)")
     max_connections: int = Field(1024, ge=1, le=1 << 20,
