@@ -3,7 +3,6 @@ write metrics, the per-class report, figures and the model card."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from pipeline.common.atomic import atomic_dir, write_json, write_text
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.errors import PipelineError
+from pipeline.common.json_file import read_json
 from pipeline.data.prepared_arrays import load_arrays, read_stats
 from pipeline.evaluate.figures import plot_confusion, plot_misclassified
 from pipeline.evaluate.metrics import confusion_matrix, per_class_report, summarize, worst_mistakes, write_csv
@@ -22,16 +22,6 @@ from pipeline.export.onnx_session import class_names, metadata, open_session, ru
 
 log = logging.getLogger("evaluate")
 WORST = 32
-
-
-def read_export_report(path: Path) -> dict:
-    """The export stage's metrics (agreement with PyTorch, file sizes), for the model card."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found (run the export stage)") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
 
 
 @click.command(help="""Evaluate the exported ONNX MODEL on the test split in DATA with onnxruntime.
@@ -55,7 +45,7 @@ def main(model_path: Path, data: Path, export_metrics: Path, metrics: Path, plot
     if missing := sorted(CARD_KEYS - properties.keys()):
         raise PipelineError(f"{model_path}: no {', '.join(missing)} in its metadata (make it with the export stage)")
     images, labels = load_arrays(data / "test.npz")
-    stats, export = read_stats(data), read_export_report(export_metrics)
+    stats, export = read_stats(data), read_json(export_metrics, "the export stage")
     started = time.perf_counter()
     logits = run_logits(session, (images[:, None] / np.float32(255)).astype(np.float32))
     rate = len(images) / (time.perf_counter() - started)

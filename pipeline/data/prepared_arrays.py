@@ -7,7 +7,6 @@ unpickled.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from pipeline.common.atomic import write_npz
 from pipeline.common.errors import PipelineError
+from pipeline.common.json_file import read_json
 
 IMAGE_SHAPE = (28, 28)
 SUFFIX = ".npz"
@@ -60,12 +60,7 @@ def load_arrays(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
 def read_stats(folder: Path | str) -> dict[str, Any]:
     """The preprocess stage's stats.json in `folder` (dataset, classes, sizes, mean/std, source checksums)."""
     path = Path(folder) / "stats.json"
-    try:
-        stats = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found (run the preprocess stage)") from None
-    except json.JSONDecodeError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+    stats = read_json(path, "the preprocess stage")
     for key in ("mean", "std", "classes"):
         if key not in stats:
             raise PipelineError(f"{path}: missing '{key}'")

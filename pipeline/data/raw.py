@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import PipelineError
+from pipeline.common.json_file import read_json
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MANIFEST = "dataset.json"
@@ -20,12 +21,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The manifest download wrote beside the IDX files."""
     path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found (run the download stage)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc})") from None
+    manifest = read_json(path, "the download stage")
     missing = [key for key in ("dataset", "classes", "credit", "md5") if key not in manifest]
     if missing:
         raise PipelineError(f"{path}: missing {', '.join(missing)} (run the download stage)")
