@@ -15,6 +15,7 @@ import yaml
 
 from tests.dvc_repo import BIN, ENV, dvc, experiments, git, md5, run, set_params
 from tests.helpers import REPO, wait_until
+from tools.chart_screenshot import CHROMIUM, rendered_dom
 
 
 def test_repro_is_a_noop_when_nothing_changed(dvc_repo: Path) -> None:
@@ -130,19 +131,12 @@ def test_metrics_are_committed_and_shown(dvc_repo: Path) -> None:
     assert metrics["metrics/export.json"]["data"]["agree"] is True
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_plots_diff_draws_its_charts_with_no_network(dvc_repo: Path, tmp_path: Path) -> None:
     dvc(dvc_repo, "plots", "diff", "main", "-o", str(tmp_path / "plots"))
     page = tmp_path / "plots" / "index.html"
     assert "cdn.jsdelivr" not in page.read_text()
-    offline = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9"]  # no name, no route out
-    dom = run(tmp_path, CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tmp_path / 'profile'}", *offline, "--virtual-time-budget=10000", "--dump-dom",
-              page.as_uri(), timeout=120).stdout
+    dom = rendered_dom(page, tmp_path / "profile")  # headless Chromium with no name resolution, no route out
     marks = {kind: dom.count(f'class="mark-{kind}') for kind in ("line", "rect", "text")}
     assert marks["line"] >= 5, marks  # the five per-epoch series
     assert marks["rect"] >= 2 and marks["text"] > 20, marks  # confusion matrix, F1 bars, axes
