@@ -47,7 +47,7 @@ def train_and_test(cfg: TrainConfig, data: Path, tta_shifts: int, suite: Path = 
     prepared = PreparedData.load(data)
     test = prepared.split("test")
     with tempfile.TemporaryDirectory() as tmp:
-        result = fit(cfg, TrainingData.of(prepared), ProcessInfo(),
+        result = fit(cfg, TrainingData.of(prepared, non_digits=cfg.non_digits > 0), ProcessInfo(),
                 Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}))
     model = for_inference(result.model, cfg.model, prepared.normalization, tta_shifts)
     correct = (predict_logits(model, to_pixels(test.images)).argmax(1) == test.labels).sum().item()

@@ -18,7 +18,7 @@ from pipeline.data.prepared_arrays import load_arrays, read_stats
 from pipeline.evaluate.figures import plot_confusion, plot_misclassified
 from pipeline.evaluate.metrics import confusion_matrix, per_class_report, summarize, worst_mistakes, write_csv
 from pipeline.evaluate.model_card import CARD_KEYS, model_card
-from pipeline.export.onnx_session import class_names, metadata, open_session, run_logits
+from pipeline.export.onnx_session import class_names, metadata, not_digit_below, open_session, run_logits
 
 log = logging.getLogger("evaluate")
 WORST = 32
@@ -26,7 +26,8 @@ WORST = 32
 
 @click.command(help="""Evaluate the exported ONNX MODEL on the test split in DATA with onnxruntime.
 
-Writes METRICS (accuracy, loss, macro precision/recall/F1, error count), the model CARD (from
+Writes METRICS (accuracy, loss, macro precision/recall/F1, error count, expected calibration
+error, share of test digits below the model's not_digit_below), the model CARD (from
 the ONNX metadata, DATA's stats.json and EXPORT_METRICS) and into PLOTS_DIR: per_class.csv,
 confusion.csv (actual,predicted per test image, for DVC's confusion template), confusion.png
 and misclassified.png. Imports no PyTorch: the numbers are those of the file that ships.""")
@@ -52,7 +53,7 @@ def main(model_path: Path, data: Path, export_metrics: Path, metrics: Path, plot
     predicted = logits.argmax(1)
     matrix = confusion_matrix(labels, predicted, len(classes))
     report = per_class_report(matrix, classes)
-    summary = summarize(logits, labels, report)
+    summary = summarize(logits, labels, report, not_digit_below(session))
     worst, confidence = worst_mistakes(logits, labels, WORST)
     with atomic_dir(plots_dir) as tmp:
         write_csv(tmp / "per_class.csv", report)

@@ -24,7 +24,8 @@ VERIFIED = 2000  # test images run through all three: the evaluate stage runs th
 Both take float32 pixels in [0, 1] shaped N x 1 x 28 x 28 and return N x 10 logits. Export fails
 unless onnxruntime and the exported program agree with PyTorch on the first {VERIFIED:,} test images
 of DATA with logits within {MAX_LOGIT_DIFF:g}. Writes METRICS (the agreement and the file sizes); the
-ONNX file's metadata holds the classes, normalization, training params and test-time shifts.
+ONNX file's metadata holds the classes, normalization, training params, test-time shifts and
+the probability below which predict and serve say "not a digit".
 
 \b
 Params read from params.yaml:
@@ -39,11 +40,11 @@ Params read from params.yaml:
 @reports_errors
 def main(params_file: Path, model_path: Path, data: Path, onnx_out: Path, program_out: Path, metrics: Path) -> None:
     setup_logging("export")
-    tta_shifts = load_params(TEST_TIME_PARAMS, params_file)["tta_shifts"]
-    model, meta = load_model(model_path, tta_shifts)
+    test_time = load_params(TEST_TIME_PARAMS, params_file)
+    model, meta = load_model(model_path, test_time["tta_shifts"])
     pixels = to_pixels(load_split(data / "test.npz").images[:VERIFIED])
     with atomic_path(onnx_out) as onnx_tmp, atomic_path(program_out) as program_tmp:
-        export_onnx(export_program(model, program_tmp), onnx_tmp, onnx_metadata(meta, tta_shifts))
+        export_onnx(export_program(model, program_tmp), onnx_tmp, onnx_metadata(meta, test_time))
         report, onnx_rate = verify(model, onnx_tmp, program_tmp, pixels)
         sizes = {"onnx_bytes": onnx_tmp.stat().st_size, "pt2_bytes": program_tmp.stat().st_size}
     write_json(metrics, {**report, **sizes})

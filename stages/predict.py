@@ -21,9 +21,10 @@ from pipeline.inference.prediction import DEFAULT_MODEL, predict_files
 Any size, any pen, dark-on-light or light-on-dark, gray or colour, PNG/JPEG/TIFF/...: the ink
 is measured against the local paper (lighting, gradients and haze removed), specks are ignored,
 the stroke width is brought to MNIST's, and the digit is fitted into 20x20 and centred by mass
-in 28x28 as MNIST digits were, then run through the ONNX model with onnxruntime. Files that
-cannot be read are reported and the others still predicted; the exit status is 1 if any file
-failed.""")
+in 28x28 as MNIST digits were, then run through the ONNX model with onnxruntime. An image whose
+likeliest digit is less probable than the model's not_digit_below (a letter, a shape, a
+scribble) is answered "not a digit" (label null in JSON, with the reason). Files that cannot be
+read are reported and the others still predicted; the exit status is 1 if any file failed.""")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, type=click.Path(path_type=Path),
               help="The exported model (default: this project's, wherever predict is run from).")
@@ -56,6 +57,10 @@ def print_predictions(session: object, files: list[Path], as_json: bool) -> bool
             click.echo(f"{item}," if index < len(files) - 1 else item)
         if "error" in result:
             click.echo(f"error: {printable(result['error'])}", err=True)
+        elif not as_json and result["label"] is None:
+            likeliest = max(result["probabilities"], key=result["probabilities"].get)
+            click.echo(f"{printable(result['file'])}: not a digit (likeliest {likeliest} at "
+                       f"{result['probability']:.3f})")
         elif not as_json:
             click.echo(f"{printable(result['file'])}: {result['label']} ({result['probability']:.3f})")
     if as_json:

@@ -59,7 +59,7 @@ def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_d
     setup_logging("train" if info.world_size == 1 else f"train rank {info.rank}")
     cfg = load_train_config(params_file)
     prepared = PreparedData.load(data)
-    splits = TrainingData.of(prepared)
+    splits = TrainingData.of(prepared, non_digits=cfg.non_digits > 0)
     device = resolve_device(cfg.device, info.local_rank)
     init_process_group(info, device)
     log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(splits.train),

@@ -37,13 +37,19 @@ def built_once(root: Path, name: str, build: Callable[[Path], object]) -> Path:
 
 
 def prepared_digits(root: Path, name: str, train: int, test: int, val_size: int) -> Path:
-    """Prepared splits (as the preprocess stage writes them) from the first `train` and `test` real digits."""
+    """Prepared splits (as the preprocess stage writes them) from the first `train` and `test` real digits, and
+    drawn non-digits."""
+    import torch
+
+    from pipeline.data.non_digits import draw_non_digits
     from pipeline.data.preparation import prepare
-    from pipeline.data.prepared import save_split
+    from pipeline.data.prepared import Split, save_split
 
     def build(out: Path) -> None:
         dataset = write_tiny_dataset(root / f"{name}-dataset", read_bundled_mnist(), train, test)
         splits, stats = prepare(make_raw(root / f"{name}-raw", dataset), val_size, 0)
+        images, kinds = draw_non_digits(train // 20)  # as the preprocess stage draws them, fewer
+        splits["non_digits"] = Split(torch.from_numpy(images), torch.from_numpy(kinds.astype("int64")))
         for split_name, split in splits.items():
             save_split(out / f"{split_name}.npz", split)
         (out / "stats.json").write_text(json.dumps(stats))

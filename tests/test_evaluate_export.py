@@ -34,7 +34,8 @@ from tests.hostile_images import bmp_of_runs, jpeg_of_scans, png_of_chunks
 def test_evaluate_measures_the_onnx_file_and_writes_metrics_report_figures_and_card(
         evaluated: Path, exported: Path, prepared: Path) -> None:
     metrics = json.loads((evaluated / "eval.json").read_text())
-    assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "errors"}
+    assert set(metrics) == {"accuracy", "loss", "precision_macro", "recall_macro", "f1_macro", "errors",
+                            "calibration_error", "not_digit"}
     test = load_split(prepared / "test.npz")
     logits = run_logits(open_session(exported / "model.onnx"), to_pixels(test.images).numpy())
     expected = int((logits.argmax(1) != test.labels.numpy()).sum())
@@ -257,7 +258,8 @@ def test_evaluate_refuses_an_onnx_file_it_cannot_use(exported: Path, prepared: P
     del model.metadata_props[:]
     onnx.save(model, bare)
     for path, message in ((garbage, "garbage.onnx: not a valid ONNX model"),
-                          (bare, "bare.onnx: no classes, model, normalization, params, tta_shifts in its metadata"),
+                          (bare, "bare.onnx: no classes, model, normalization, not_digit_below, params, "
+                                 "tta_shifts in its metadata"),
                           (tmp_path / "absent.onnx", "absent.onnx: not found")):
         result = invoke(evaluate.main, *evaluate_args(path, prepared, exported, tmp_path))
         assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1, result.output

@@ -128,9 +128,32 @@ def test_predict_and_serve_give_one_answer_of_one_shape_for_the_readmes_samples(
     assert done.returncode == 0, done.stderr
     [printed] = json.loads(done.stdout)
     served = predict(server, path.read_bytes(), "image/jpeg" if path.suffix == ".jpg" else "image/png").json()
-    assert set(printed) == {"file", *served} and set(served) == {"label", "probability", "probabilities"}
+    assert set(printed) == {"file", *served} and set(served) == {"label", "probability", "probabilities", "reason"}
     assert {key: printed[key] for key in served} == served
     assert served["label"] == label and served["probability"] == max(served["probabilities"].values())
+    assert served["reason"] is None
+
+
+def test_predict_and_serve_call_an_image_not_a_digit_in_one_shape_below_the_models_probability(
+        exported: Path, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(exported / "model.onnx")  # the same model, with a probability no digit reaches
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, "not_digit_below": "1"})
+    strict = tmp_path / "strict.onnx"
+    onnx.save(model, strict)
+    sample = REPO / "docs" / "samples" / "three.png"
+    text = subprocess.run([sys.executable, "-m", "stages.predict", "--model", str(strict), str(sample)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0 and re.fullmatch(rf"{re.escape(str(sample))}: not a digit \(likeliest \d at "
+                                                 r"0\.\d{3}\)\n", text.stdout), text.stdout
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "--json", "--model", str(strict), str(sample)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    [printed] = json.loads(done.stdout)
+    with running_server(strict, TIMEOUT) as own:
+        served = predict(own, sample.read_bytes()).json()
+    assert {key: printed[key] for key in served} == served and set(printed) == {"file", *served}
+    assert served["label"] is None and served["reason"].startswith("not a digit: the likeliest, ")
 
 
 def test_the_docs_and_the_page_are_served(server: Server) -> None:

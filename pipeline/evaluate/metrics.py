@@ -1,4 +1,5 @@
-"""Test-set evaluation in numpy: accuracy and cross-entropy, per-class report, confusion matrix, worst mistakes."""
+"""Test-set evaluation in numpy: accuracy, cross-entropy and calibration, per-class report, confusion matrix, worst
+mistakes."""
 
 from __future__ import annotations
 
@@ -33,10 +34,27 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def summarize(logits: np.ndarray, labels: np.ndarray, report: dict[str, np.ndarray]) -> dict[str, float | int]:
-    """The headline test metrics (cross-entropy in float64, without label smoothing)."""
+CALIBRATION_BINS = 15  # of the top probability, equal widths (Guo et al., 2017)
+
+
+def calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error: over bins of the top probability, the gap between its mean and the accuracy,
+    weighted by the bin's share of the images."""
+    confidence, right = probabilities.max(1), probabilities.argmax(1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    gap = np.abs(np.bincount(which, confidence, bins) - np.bincount(which, right.astype(float), bins))
+    return float(gap.sum() / max(count.sum(), 1))
+
+
+def summarize(logits: np.ndarray, labels: np.ndarray, report: dict[str, np.ndarray],
+              not_digit_below: float = 0.0) -> dict[str, float | int]:
+    """The headline test metrics (cross-entropy in float64, without label smoothing), the calibration error, and
+    the share of test digits that predict would call no digit at `not_digit_below`."""
     predicted = logits.argmax(1)
-    loss = -log_softmax(logits)[np.arange(len(labels)), labels].mean()
+    log_probabilities = log_softmax(logits)
+    loss = -log_probabilities[np.arange(len(labels)), labels].mean()
+    probabilities = np.exp(log_probabilities)
     return {
         "accuracy": round(float((predicted == labels).mean()), 6),
         "loss": round(float(loss), 6),
@@ -44,6 +62,8 @@ def summarize(logits: np.ndarray, labels: np.ndarray, report: dict[str, np.ndarr
         "recall_macro": round(float(report["recall"].mean()), 6),
         "f1_macro": round(float(report["f1"].mean()), 6),
         "errors": int((predicted != labels).sum()),
+        "calibration_error": round(calibration_error(probabilities, labels), 6),
+        "not_digit": round(float((probabilities.max(1) < not_digit_below).mean()), 6),
     }
 
 

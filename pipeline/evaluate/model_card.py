@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-CARD_KEYS = {"model", "classes", "normalization", "params", "tta_shifts"}  # the ONNX metadata the card reads
+# the ONNX metadata the card reads
+CARD_KEYS = {"model", "classes", "normalization", "params", "tta_shifts", "not_digit_below"}
 
 
 def model_card(metadata: dict[str, str], stats: dict[str, Any], evaluation: dict[str, Any],
@@ -49,11 +50,14 @@ MD5 of the decompressed IDX files it was trained and tested on:
 {params}
 
 Test-time shifts: {metadata['tta_shifts']} (the exported graph averages the logits of the image and as many one-pixel
-shifts of it; `tta_shifts`, a param of the export stage).
+shifts of it; `tta_shifts`, a param of the export stage). Not a digit: an image whose likeliest digit has a
+probability below {metadata['not_digit_below']} (`not_digit_below`, stored in the ONNX metadata; training saw drawn
+letters, symbols and scribbles, answered with no digit in particular).
 
 ## Metrics (test set, {stats['sizes']['test']} images, the ONNX file run with onnxruntime)
 - accuracy {evaluation['accuracy']:.4f} ({evaluation['errors']} errors), macro F1 {evaluation['f1_macro']:.4f},
-  cross-entropy {evaluation['loss']:.4f}
+  cross-entropy {evaluation['loss']:.4f}, expected calibration error {evaluation['calibration_error']:.4f}
+- test digits below the not-a-digit probability: {evaluation['not_digit']:.2%}
 - both exports agree with PyTorch on the first {export['images']:,} test images: largest logit difference
   {largest:.1e} (limit {export['limit_e6'] / 1e6:g})
 
@@ -61,6 +65,7 @@ shifts of it; `tta_shifts`, a param of the export stage).
 For learning, benchmarking and demonstrating a reproducible pipeline on handwritten digits (or
 Fashion-MNIST items). Inputs must look like the training data: one centred item per image, 28x28,
 scaled to fit a 20x20 box (`python -m stages.predict` prepares arbitrary images that way). It has not
-been evaluated on other handwriting populations, scanned forms or adversarial inputs, and always answers
-one of the ten classes: it cannot say "not a digit". Do not use it for decisions about people.
+been evaluated on other handwriting populations, scanned forms or adversarial inputs. It says "not a digit"
+for most letters, shapes and scribbles (`bench/not_digits.py`), not for all: a letter that people write as a
+digit (O, I, l, g, q) reads as that digit. Do not use it for decisions about people.
 """

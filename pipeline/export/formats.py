@@ -72,13 +72,15 @@ def export_onnx(program: torch.export.ExportedProgram, path: Path, metadata: dic
     onnx.save_model(proto, path, save_as_external_data=False)
 
 
-def onnx_metadata(meta: ModelFile, tta_shifts: int) -> dict[str, str]:
-    """What a consumer of the ONNX file needs, and what its model card tells, stored as string properties."""
+def onnx_metadata(meta: ModelFile, test_time: dict[str, Any]) -> dict[str, str]:
+    """What a consumer of the ONNX file needs, and what its model card tells, stored as string properties;
+    `test_time`: the TEST_TIME_PARAMS' values."""
     return {"classes": json.dumps(meta.classes), "model": meta.architecture,
             "input": "float32 pixels in [0, 1], N x 1 x 28 x 28; normalization is inside the graph",
             "output": "N x 10 logits",
             "normalization": json.dumps({"mean": meta.normalization.mean, "std": meta.normalization.std}),
-            "tta_shifts": str(tta_shifts), "params": json.dumps(meta.params)}
+            "tta_shifts": str(test_time["tta_shifts"]), "not_digit_below": str(test_time["not_digit_below"]),
+            "params": json.dumps(meta.params)}
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float | int]:

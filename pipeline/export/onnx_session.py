@@ -39,6 +39,11 @@ def class_names(session: Any) -> list[str]:
     return json.loads(meta["classes"]) if "classes" in meta else [str(i) for i in range(10)]
 
 
+def not_digit_below(session: Any) -> float:
+    """The probability below which the likeliest digit is no digit at all (`not_digit_below`; 0: never)."""
+    return float(metadata(session).get("not_digit_below", 0))
+
+
 def run_logits(session: Any, pixels: np.ndarray, batch: int = 1000) -> np.ndarray:
     """Logits for float32 N x 1 x 28 x 28 pixels, in batches."""
     return np.concatenate([session.run(None, {INPUT_NAME: pixels[i:i + batch]})[0]

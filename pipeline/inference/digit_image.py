@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from pipeline.common.errors import PipelineError
+from pipeline.common.mnist_box import BOX, CANVAS, fit_mnist_box
 from pipeline.inference.image_budget import check_structure
 
 MAX_PIXELS = 40_000_000
@@ -36,7 +37,6 @@ WORK_PIXELS = 4_000_000  # a larger image is averaged down to this before it is 
 WORK_SIDE = 128  # a larger digit is reduced (keeping every stroke) before its strokes are reshaped: 6x the box
 COARSE_SIDE = 256  # a larger image is first looked at on a copy this size (block means)
 COARSE_EXTENT = 64  # and if the digit spans this much there, that copy is all the work needs
-BOX, CANVAS = 20, 28
 STROKE_WIDTH = 2.4  # MNIST's median stroke width, in pixels of the 20x20 box (docs/predict-and-serve.md, step 3)
 BACKGROUND_SIDE = 128  # the background is estimated on a copy this size
 LEVEL_SIDE = 256  # the marks that set the ink level are found on a copy at most this size
@@ -414,19 +414,7 @@ def _as_mnist(crop: np.ndarray, name: str) -> np.ndarray:
     kept_rows, kept_cols = np.nonzero(crop > MARK)
     if kept_rows.size == 0:
         raise PipelineError(f"{name}: no digit found (only faint marks)")
-    crop = crop[kept_rows.min():kept_rows.max() + 1, kept_cols.min():kept_cols.max() + 1]
-    scale = BOX / max(crop.shape)
-    height, width = (max(1, round(d * scale)) for d in crop.shape)
-    digit = np.asarray(Image.fromarray(crop).resize((width, height), Image.LANCZOS), dtype=np.float32)
-    digit = np.clip(digit / max(float(digit.max()), 1e-6), 0, 1)
-    total = digit.sum()
-    ys, xs = np.indices(digit.shape)
-    centre_y, centre_x = (ys * digit).sum() / total, (xs * digit).sum() / total
-    top = int(np.clip(round(CANVAS / 2 - centre_y), 0, CANVAS - height))
-    left = int(np.clip(round(CANVAS / 2 - centre_x), 0, CANVAS - width))
-    canvas = np.zeros((CANVAS, CANVAS), dtype=np.float32)
-    canvas[top:top + height, left:left + width] = digit
-    return canvas
+    return fit_mnist_box(crop[kept_rows.min():kept_rows.max() + 1, kept_cols.min():kept_cols.max() + 1])
 
 
 def prepare_image(path: Path) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 POST /predict takes an image (image/* or application/octet-stream), a form upload (multipart/form-data,
 the first file) or JSON `{"pixels": [[...], ...]}` (gray levels, rows of a 2-D image, 0-1 or 0-255), and
-answers `{"label": "7", "probability": 0.91, "probabilities": {"0": ..., "9": ...}}` (what predict --json
-prints for a file, beside its name). Anything the client got wrong gets a
+answers `{"label": "7", "probability": 0.91, "probabilities": {"0": ..., "9": ...}, "reason": null}` (what
+predict --json prints for a file, beside its name; `"label": null` and a reason when the image is not a digit).
+Anything the client got wrong gets a
 4xx JSON `{"error": "..."}`, a fault of the server a 500 JSON (its traceback goes to the log); no request
 is left without an answer. The limits on what a request may cost are in `Limits`.
 """
@@ -119,17 +120,18 @@ class SameOrigin:
 
 
 class Prediction(BaseModel):
-    """The answer to POST /predict: the label, its probability and every class's (`prediction.answer`, what
-    predict --json prints for a file too)."""
+    """The answer to POST /predict: the label (null when the image is not a digit, with the reason), its
+    probability and every class's (`prediction.answer`, what predict --json prints for a file too)."""
 
-    label: str
+    label: str | None
     probability: float
     probabilities: dict[str, float]
+    reason: str | None
 
 
-def predict_digit(session: Any, classes: list[str], readings: np.ndarray) -> Prediction:
+def predict_digit(served: Service, readings: np.ndarray) -> Prediction:
     """The answer for one digit's prepared readings (K x 28 x 28)."""
-    return Prediction(**answer(classes, surest_reading(session, readings)))
+    return Prediction(**answer(served.classes, surest_reading(served.session, readings), served.not_digit_below))
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class Service:
     turns: asyncio.Semaphore
     model_threads: anyio.CapacityLimiter
     page: str
+    not_digit_below: float
 
 
 def service(request: Request) -> Service:
@@ -181,8 +184,7 @@ async def predict(request: Request, served: Served) -> Prediction:
                                 f"try again in {RETRY_SECONDS} s") from None
     try:
         readings = await served.preparers.prepare(*await read())
-        return await anyio.to_thread.run_sync(predict_digit, served.session, served.classes, readings,
-                                              limiter=served.model_threads)
+        return await anyio.to_thread.run_sync(predict_digit, served, readings, limiter=served.model_threads)
     finally:
         served.turns.release()
 
@@ -218,9 +220,11 @@ HANDLERS = {RequestError: bad_request, PipelineError: unreadable, HTTPException:
             ClientDisconnect: client_left, Exception: fault}
 
 
-def make_app(session: Any, classes: list[str], limits: Limits | None = None) -> FastAPI:
+def make_app(session: Any, classes: list[str], limits: Limits | None = None,
+             not_digit_below: float = 0.0) -> FastAPI:
     """The app: GET / (the drawing page), POST /predict, and the OpenAPI description at /openapi.json; its
-    preparing processes start with it and stop with it.
+    preparing processes start with it and stop with it. An image whose likeliest digit is less probable than
+    `not_digit_below` is answered as no digit.
 
     No /docs or /redoc: FastAPI's pages load their scripts from CDNs, so offline they are blank. No redirect
     of /predict/ to /predict either: Starlette builds its Location from the client's Host header.
@@ -228,7 +232,8 @@ def make_app(session: Any, classes: list[str], limits: Limits | None = None) -> 
     limits = limits or Limits()
     served = Service(session, classes, limits,
                      Preparers(limits.preparers, limits.prepare_seconds, limits.max_pixels, limits.max_json),
-                     asyncio.Semaphore(limits.concurrent), anyio.CapacityLimiter(limits.preparers), PAGE.read_text())
+                     asyncio.Semaphore(limits.concurrent), anyio.CapacityLimiter(limits.preparers), PAGE.read_text(),
+                     not_digit_below)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -276,7 +281,7 @@ async def _read_upload(request: Request, limits: Limits) -> tuple[str, bytes | b
 
 def app_for_model(model: Path, limits: Limits) -> FastAPI:
     """The app for the exported model at `model`: what each server process builds at start-up."""
-    from pipeline.export.onnx_session import class_names, open_session
+    from pipeline.export.onnx_session import class_names, not_digit_below, open_session
 
     session = open_session(model, threads=1)
-    return make_app(session, class_names(session), limits)
+    return make_app(session, class_names(session), limits, not_digit_below(session))

@@ -1,6 +1,7 @@
 """The model as it is evaluated and exported: BatchNorm folded, the normalization inside, and the test-time shifts
-whose logits it averages. The shifts are a param of evaluate and export (`tta_shifts`), not of training: changing
-them reruns those stages and never retrains."""
+whose logits it averages. The shifts are a param of export (`tta_shifts`), not of training: changing them reruns
+export and what reads its files, and never retrains; so is the probability below which predict says "not a digit"
+(`not_digit_below`), which export stores in the ONNX file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.common.params import Param, choice
+from pipeline.common.params import Param, choice, number
 from pipeline.data.prepared import Normalization
 from pipeline.model.model_file import ModelFile
 from pipeline.model.networks import Normalized, fold_batchnorm, uses_channels_last
@@ -23,6 +24,9 @@ TEST_TIME_PARAMS = {
     "tta_shifts": Param("0, 4 or 8", choice(*TTA_OFFSETS),
                         "test-time augmentation in the evaluated and exported model: average the logits of the image "
                         "and its 4 (or 8) one-pixel shifts; 0 is off"),
+    "not_digit_below": Param("a number >= 0 and < 1", number(0.0, 1.0),
+                             "predict and serve answer 'not a digit' when the likeliest digit's probability is below "
+                             "this (stored in the exported model); 0 never refuses"),
 }
 
 

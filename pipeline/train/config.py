@@ -63,6 +63,9 @@ class TrainConfig:
     corrupt_fraction: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                                     "corrupt this share of the training images, each by one corruption drawn from the "
                                     "suite's trained kinds (docs/results.md, Robustness) at a random level; 0 is off")
+    non_digits: float = param("a number >= 0 and < 1", number(0.0, 1.0),
+                              "add this share of each batch in drawn non-digits (letters, symbols, scribbles), "
+                              "trained towards no digit in particular, so that predict can say 'not a digit'; 0 is off")
     ema_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                              "keep an exponential moving average of the weights, updated every batch, as the model "
                              "that is validated and saved; 0 is off")

@@ -26,6 +26,8 @@ from pipeline.train.selection import epoch_images, recalibrate_batchnorm, select
 from pipeline.train.setup import Run, TrainingData, device_tensors, resolve_device, start_run
 from pipeline.train.validation import check_finite, host_sum, loss_and_accuracy
 
+NON_DIGIT_WEIGHT = 0.5  # of the non-digits' loss beside the digits' (Hendrycks et al., outlier exposure)
+
 
 @dataclass
 class FitResult:
@@ -45,7 +47,7 @@ def fit(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, checkpoint: Che
     a matching checkpoint."""
     device = device if device is not None else resolve_device(cfg.device, info.local_rank)
     make_deterministic(device)
-    run = start_run(cfg, data.train, data.normalization, info, device)
+    run = start_run(cfg, data, info, device)
     x_val, y_val = device_tensors(data.val, data.normalization, device, uses_channels_last(cfg.model))
     state = checkpoint.resume(run, on_epoch)
     resumed_from = state.epoch
@@ -151,17 +153,22 @@ def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
     order = order.to(run.images.device)
     for step, start in enumerate(range(0, len(order), batch_size)):
         index = order[start:start + batch_size]
-        batch, target = augment(run.images[index], run), run.labels[index]
+        batch, target = run.images[index], run.labels[index]
+        extra = non_digit_batch(run, len(index))
         with autocast:
-            logits = network(batch)
+            logits = network(augment(torch.cat([batch, extra]) if len(extra) else batch, run))
+        logits, non_digit_logits = logits[:len(index)], logits[len(index):]
         if cfg.select_fraction:  # selective backprop keeps every image's loss
             each = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing, reduction="none")
             run.image_losses[index] = each.detach()
             loss = each.mean()
         else:
             loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+        # outlier exposure: a flat answer, every class as likely, for what is not a digit (the record keeps the
+        # digits' loss alone, comparable with validation's)
+        flat = -NON_DIGIT_WEIGHT * F.log_softmax(non_digit_logits.float(), dim=1).mean() if len(extra) else 0.0
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + flat).backward()
         run.optimizer.step()
         if run.scheduler is not None:
             run.scheduler.step()
@@ -173,6 +180,14 @@ def train_steps(run: Run, network: nn.Module, order: torch.Tensor,
         if progress is not None:
             progress.update(len(target))
     return host_sum(losses, sizes), int(correct.item()), len(order)
+
+
+def non_digit_batch(run: Run, digits: int) -> torch.Tensor:
+    """`cfg.non_digits` times `digits` drawn non-digits picked at random (none when the run uses none)."""
+    count = round(run.cfg.non_digits * digits) if len(run.non_digits) else 0
+    if count == 0:
+        return run.non_digits[:0]
+    return run.non_digits[torch.randint(len(run.non_digits), (count,), device=run.non_digits.device)]
 
 
 def share_losses(losses: torch.Tensor, order: torch.Tensor, info: ProcessInfo) -> None:

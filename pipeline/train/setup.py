@@ -42,16 +42,19 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The prepared splits a run trains and validates on, and the training set's normalization."""
+    """The prepared splits a run trains and validates on, the training set's normalization, and the drawn
+    non-digits (None when the run uses none)."""
 
     train: Split
     val: Split
     normalization: Normalization
+    non_digits: Split | None = None
 
     @classmethod
-    def of(cls, prepared: PreparedData) -> TrainingData:
-        """The training and validation splits of the prepared data."""
-        return cls(prepared.split("train"), prepared.split("val"), prepared.normalization)
+    def of(cls, prepared: PreparedData, non_digits: bool = False) -> TrainingData:
+        """The training and validation splits of the prepared data, and its non-digits if asked for."""
+        return cls(prepared.split("train"), prepared.split("val"), prepared.normalization,
+                   prepared.split("non_digits") if non_digits else None)
 
 
 def device_tensors(split: Split, normalization: Normalization, device: torch.device,
@@ -107,6 +110,7 @@ class Run:
     normalization: Normalization
     local_batch: int
     image_losses: torch.Tensor  # selective backprop: each training image's loss at its last visit (else empty)
+    non_digits: torch.Tensor  # drawn non-digits, normalized as the images (empty when the run uses none)
 
     @property
     def background(self) -> float:
@@ -135,9 +139,9 @@ class Run:
         self.image_losses.copy_(saved["image_losses"])
 
 
-def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info: ProcessInfo,
-              device: torch.device) -> Run:
+def start_run(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, device: torch.device) -> Run:
     """A freshly initialised run on `device`, checked to fit in its memory."""
+    train, normalization = data.train, data.normalization
     channels_last = uses_channels_last(cfg.model)
     local_batch = max(1, cfg.batch_size // info.world_size)
     per_rank = len(train) // info.world_size
@@ -156,4 +160,7 @@ def start_run(cfg: TrainConfig, train: Split, normalization: Normalization, info
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     # unseen images count as the hardest (every image is seen in the full epochs before selection starts)
     image_losses = torch.full((len(train) if cfg.select_fraction else 0,), math.inf, device=device)
-    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, normalization, local_batch, image_losses)
+    non_digits = (device_tensors(data.non_digits, normalization, device, channels_last)[0]
+                  if cfg.non_digits and data.non_digits is not None else images[:0])
+    return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, normalization, local_batch, image_losses,
+               non_digits)
