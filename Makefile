@@ -81,7 +81,7 @@ sweep-worker: setup
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|errors|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit_e6|.*_bytes|platform.cpu_capability
+COMPARE_DROP := Created|State|Executor|errors|calibration_error|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit_e6|.*_bytes|platform.cpu_capability
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info data/raw data/prepared data/corrupted models/*.pt models/*.pt2 models/*.onnx

@@ -1,9 +1,11 @@
-"""The docs' tables that mirror code or config, generated: params (from each stage's schema), what reruns when
-(from dvc.yaml) and serve's limits (from its settings object). `python -m tools.doc_tables` rewrites them in
+"""The docs' tables that mirror code, config or the committed record, generated: params (from each stage's schema),
+what reruns when (from dvc.yaml), serve's limits (from its settings object) and the robustness of the committed model
+(from metrics/robustness.json and the suite). `python -m tools.doc_tables` rewrites them in
 place; a test fails when they are stale."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import click
 import yaml
 
 from pipeline.common.params import Schema, read_params_file
+from pipeline.data.corruptions import SUITE
 from pipeline.data.preparation import PREPROCESS_PARAMS
 from pipeline.data.sources import DOWNLOAD_PARAMS
 from pipeline.model.test_time import TEST_TIME_PARAMS
@@ -96,8 +99,36 @@ def serve_limits_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"params": params_table, "reruns": reruns_table, "serve-limits": serve_limits_table}
-PAGES = [PAGE, ROOT / "docs" / "predict-and-serve.md"]
+def _robustness() -> dict:
+    return json.loads((ROOT / "metrics" / "robustness.json").read_text())
+
+
+def robustness_families_table() -> str:
+    """The committed record's accuracy per corruption family, directly and through predict, and the means."""
+    record = _robustness()
+    direct, predict = record["direct"], record["predict"]
+    rows = ["| family | direct | through predict |", "|---|---|---|"]
+    rows += [f"| {name} | {100 * value:.1f} | {100 * predict['family'][name]:.1f} |"
+             for name, value in direct["family"].items()]
+    held_out = sum(not entry.trained for entry in SUITE)
+    rows.append(f"| **mean of the {len(SUITE)}** | **{100 * direct['mean']:.1f}** | **{100 * predict['mean']:.1f}** |")
+    rows.append(f"| **mean of the {held_out} held out** | **{100 * direct['held_out_mean']:.1f}** | "
+                f"**{100 * predict['held_out_mean']:.1f}** |")
+    return "\n".join(rows)
+
+
+def robustness_corruptions_table() -> str:
+    """Each corruption of the suite: family, level, whether training applies its kind, and the record's accuracy."""
+    direct, predict = (_robustness()[path]["corruption"] for path in ("direct", "predict"))
+    rows = ["| family | corruption | level | training | direct | through predict |", "|---|---|---|---|---|---|"]
+    rows += [f"| {e.family} | `{e.name}` | {e.level:g} | {'trained' if e.trained else '**held out**'} | "
+             f"{100 * direct[e.name]:.1f} | {100 * predict[e.name]:.1f} |" for e in SUITE]
+    return "\n".join(rows)
+
+
+TABLES = {"params": params_table, "reruns": reruns_table, "serve-limits": serve_limits_table,
+          "robustness-families": robustness_families_table, "robustness-corruptions": robustness_corruptions_table}
+PAGES = [PAGE, ROOT / "docs" / "predict-and-serve.md", ROOT / "docs" / "results.md"]
 
 
 def render(page: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -110,7 +110,8 @@ class Run:
     normalization: Normalization
     local_batch: int
     image_losses: torch.Tensor  # selective backprop: each training image's loss at its last visit (else empty)
-    non_digits: torch.Tensor  # drawn non-digits, normalized as the images (empty when the run uses none)
+    # drawn non-digits, normalized as the images (empty when the run uses none)
+    non_digits: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 1, 28, 28))
 
     @property
     def background(self) -> float:
