@@ -134,14 +134,19 @@ def test_predict_and_serve_give_one_answer_of_one_shape_for_the_readmes_samples(
     assert served["reason"] is None
 
 
-def test_predict_and_serve_call_an_image_not_a_digit_in_one_shape_below_the_models_probability(
-        exported: Path, tmp_path: Path) -> None:
+def refusing_everything(model: Path, out: Path) -> Path:
+    """A copy of `model` whose not-a-digit probability no image reaches."""
     import onnx
 
-    model = onnx.load(exported / "model.onnx")  # the same model, with a probability no digit reaches
-    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, "not_digit_below": "1"})
-    strict = tmp_path / "strict.onnx"
-    onnx.save(model, strict)
+    proto = onnx.load(model)
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "not_digit_below": "1"})
+    onnx.save(proto, out)
+    return out
+
+
+def test_predict_and_serve_call_an_image_not_a_digit_in_one_shape_below_the_models_probability(
+        exported: Path, tmp_path: Path) -> None:
+    strict = refusing_everything(exported / "model.onnx", tmp_path / "strict.onnx")
     sample = REPO / "docs" / "samples" / "three.png"
     text = subprocess.run([sys.executable, "-m", "stages.predict", "--model", str(strict), str(sample)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -504,6 +509,21 @@ def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: Server) -
         assert draw(driver, (-70, -85), (70, -85), (-15, 95)) == "7"
     finally:
         driver.quit()
+
+
+def test_the_page_says_not_a_digit_when_the_answer_has_no_label(exported: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    with running_server(refusing_everything(exported / "model.onnx", tmp_path / "strict.onnx"), TIMEOUT) as own:
+        driver = chromium()
+        try:
+            driver.get(f"http://127.0.0.1:{own.port}/")
+            assert draw(driver, (5, -95), (5, 95)) == "not a digit"
+            label = driver.find_element(By.ID, "label")
+            assert "none" in label.get_attribute("class") and label.get_attribute("title").startswith("not a digit:")
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10  # the probabilities still shown
+        finally:
+            driver.quit()
 
 
 # --- what a request may cost: its image's structure, and a hard limit on its preparation -------------------
