@@ -65,7 +65,8 @@ bench: setup   # fresh results go to bench/results/local/; add --update to repla
 	python -m bench.mlp_speed
 
 # Experiments and main side by side in under 100 columns, best test accuracy first: changed params, test
-# accuracy (errors is 10,000 x its complement, left out for room), mean accuracy under the corruption suite (direct.mean, and predict.mean through predict's
+# accuracy (errors is 10,000 x its complement, left out for room, as are calibration_error and not_digit, which
+# `dvc metrics show` has), mean accuracy under the corruption suite (direct.mean, and predict.mean through predict's
 # preparation; per family and corruption in metrics/robustness.json), and the platform's fields when rows differ in them (--only-changed hides equal columns, and
 # a platform column is what flags a comparison across machines; the CPU's name stands for its capability, which
 # `dvc exp show` still shows); --drop takes whole column names
@@ -81,7 +82,7 @@ sweep-worker: setup
 report: setup
 	python -m stages.report $(or $(BASE),main)
 
-COMPARE_DROP := Created|State|Executor|errors|calibration_error|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit_e6|.*_bytes|platform.cpu_capability
+COMPARE_DROP := Created|State|Executor|errors|calibration_error|not_digit|images_per_corruption|.*held_out_mean|.*\.family\..*|.*\.corruption\..*|.*/.*|loss|val_loss|val_acc|.*_macro|best_epoch|epochs_run|parameters|onnx.*|torch_export.*|images|agree|limit_e6|.*_bytes|platform.cpu_capability
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info data/raw data/prepared data/corrupted models/*.pt models/*.pt2 models/*.onnx

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import torch
 
+from bench.default_recipe import NON_DIGITS
 from pipeline.common.params import load_params
 from pipeline.data.prepared import PreparedData
 from pipeline.model.batches import predict_logits, to_pixels
@@ -55,7 +56,7 @@ def main(device: str, epochs: int | None, batch_size: int | None, params_file: P
     test = prepared.split("test")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            result = fit(cfg, TrainingData.of(prepared), info,
+            result = fit(cfg, TrainingData.of(prepared, NON_DIGITS if cfg.non_digits else None), info,
                     Checkpoint(Path(tmp) / "ck.pt", {"run": "bench"}),
                     lambda r: click.echo(f"epoch {r['epoch']}: {r['seconds']:.2f}s val acc {r['val_acc']:.4f}")
                          if info.is_main else None, device=torch_device)

@@ -6,15 +6,12 @@ import logging
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
 
 from pipeline.common.atomic import atomic_dir, write_json
 from pipeline.common.cli import reports_errors, run, setup_logging
 from pipeline.common.params import describe, load_params
-from pipeline.data.non_digits import NON_DIGITS, draw_non_digits
 from pipeline.data.preparation import PREPROCESS_PARAMS, prepare
-from pipeline.data.prepared import PreparedData, Split, save_split
+from pipeline.data.prepared import PreparedData, save_split
 from pipeline.data.prepared_arrays import SUFFIX
 
 log = logging.getLogger("preprocess")
@@ -22,10 +19,8 @@ log = logging.getLogger("preprocess")
 
 @click.command(help=f"""Turn the IDX files in RAW into tensor splits in OUT.
 
-Writes train.npz, val.npz, test.npz (arrays 'images': uint8 Nx28x28, 'labels': int64 N),
-non_digits.npz (drawn letters, symbols and scribbles that training answers with no digit; their
-labels are the kinds of drawing) and stats.json (dataset, classes, split sizes, class counts,
-training mean/std, source MD5s).
+Writes train.npz, val.npz, test.npz (arrays 'images': uint8 Nx28x28, 'labels': int64 N) and
+stats.json (dataset, classes, split sizes, class counts, training mean/std, source MD5s).
 
 \b
 Params read from params.yaml:
@@ -38,16 +33,13 @@ def main(params_file: Path, raw: Path, out: Path) -> None:
     setup_logging("preprocess")
     params = load_params(PREPROCESS_PARAMS, params_file)
     splits, stats = prepare(raw, params["val_size"], params["split_seed"])
-    images, kinds = draw_non_digits(NON_DIGITS)
-    splits["non_digits"] = Split(torch.from_numpy(images), torch.from_numpy(kinds.astype(np.int64)))
     with atomic_dir(out) as tmp:
         for name, split in splits.items():
             save_split(tmp / f"{name}{SUFFIX}", split)
         write_json(tmp / "stats.json", stats)
     prepared = PreparedData.load(out)  # read back as the stages after this one will read it
-    log.info("train %d / val %d / test %d, mean %.4f std %.4f, %d drawn non-digits -> %s",
-             *prepared.stats["sizes"].values(), prepared.normalization.mean, prepared.normalization.std, len(images),
-             out)
+    log.info("train %d / val %d / test %d, mean %.4f std %.4f -> %s", *prepared.stats["sizes"].values(),
+             prepared.normalization.mean, prepared.normalization.std, out)
 
 
 if __name__ == "__main__":

@@ -49,17 +49,20 @@ Params read from params.yaml:
 {describe(TRAIN_PARAMS)}""")
 @click.option("--params", "params_file", default="params.yaml", show_default=True, type=click.Path(path_type=Path))
 @click.option("--data", default="data/prepared", show_default=True, type=click.Path(path_type=Path))
+@click.option("--non-digits", default="data/non_digits.npz", show_default=True, type=click.Path(path_type=Path),
+              help="The draw stage's non-digits, read when non_digits > 0.")
 @click.option("--model-out", default="models/model.pt", show_default=True, type=click.Path(path_type=Path))
 @click.option("--metrics", default="metrics/train.json", show_default=True, type=click.Path(path_type=Path))
 @click.option("--record-dir", default="metrics/train", show_default=True, type=click.Path(path_type=Path))
 @click.option("--checkpoint", default="models/checkpoint.pt", show_default=True, type=click.Path(path_type=Path))
 @reports_errors
-def main(params_file: Path, data: Path, model_out: Path, metrics: Path, record_dir: Path, checkpoint: Path) -> None:
+def main(params_file: Path, data: Path, non_digits: Path, model_out: Path, metrics: Path, record_dir: Path,
+         checkpoint: Path) -> None:
     info = process_info()
     setup_logging("train" if info.world_size == 1 else f"train rank {info.rank}")
     cfg = load_train_config(params_file)
     prepared = PreparedData.load(data)
-    splits = TrainingData.of(prepared, non_digits=cfg.non_digits > 0)
+    splits = TrainingData.of(prepared, non_digits if cfg.non_digits > 0 else None)
     device = resolve_device(cfg.device, info.local_rank)
     init_process_group(info, device)
     log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(splits.train),

@@ -57,6 +57,12 @@ def small_prepared(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
+def non_digits(request: pytest.FixtureRequest) -> Path:
+    """300 drawn non-digits, as the draw stage writes them (for the train stage when non_digits > 0)."""
+    return shared_artifacts.non_digits(shared_root(request.config))
+
+
+@pytest.fixture(scope="session")
 def plain_params(request: pytest.FixtureRequest) -> Path:
     """params.yaml with no test-time shifts, for the stages run on `trained_model`, compared with it plain."""
     return shared_artifacts.plain_params(shared_root(request.config))

@@ -37,19 +37,13 @@ def built_once(root: Path, name: str, build: Callable[[Path], object]) -> Path:
 
 
 def prepared_digits(root: Path, name: str, train: int, test: int, val_size: int) -> Path:
-    """Prepared splits (as the preprocess stage writes them) from the first `train` and `test` real digits, and
-    drawn non-digits."""
-    import torch
-
-    from pipeline.data.non_digits import draw_non_digits
+    """Prepared splits (as the preprocess stage writes them) from the first `train` and `test` real digits."""
     from pipeline.data.preparation import prepare
-    from pipeline.data.prepared import Split, save_split
+    from pipeline.data.prepared import save_split
 
     def build(out: Path) -> None:
         dataset = write_tiny_dataset(root / f"{name}-dataset", read_bundled_mnist(), train, test)
         splits, stats = prepare(make_raw(root / f"{name}-raw", dataset), val_size, 0)
-        images, kinds = draw_non_digits(train // 20)  # as the preprocess stage draws them, fewer
-        splits["non_digits"] = Split(torch.from_numpy(images), torch.from_numpy(kinds.astype("int64")))
         for split_name, split in splits.items():
             save_split(out / f"{split_name}.npz", split)
         (out / "stats.json").write_text(json.dumps(stats))
@@ -66,6 +60,18 @@ def small_prepared(root: Path) -> Path:
     """Prepared splits from 1,000 real training digits (100 for validation) and 300 test digits: for the tests of
     equality (a resumed run against an uninterrupted one), which need no accuracy."""
     return prepared_digits(root, "small-prepared", 1000, 300, 100)
+
+
+def non_digits(root: Path) -> Path:
+    """A file of 300 drawn non-digits, as the draw stage writes its 12,000."""
+    from pipeline.data.non_digits import draw_non_digits
+    from pipeline.data.prepared_arrays import save_arrays
+
+    def build(out: Path) -> None:
+        images, kinds = draw_non_digits(300)
+        save_arrays(out / "non_digits.npz", images, kinds.astype("int64"))
+
+    return built_once(root, "non-digits", build) / "non_digits.npz"
 
 
 def plain_params(root: Path) -> Path:
@@ -144,7 +150,7 @@ def dvc_template(root: Path) -> Path:
 
 
 ARTIFACTS: dict[str, Callable[[Path], Path]] = {
-    "prepared": prepared, "small_prepared": small_prepared, "plain_params": plain_params,
+    "prepared": prepared, "small_prepared": small_prepared, "non_digits": non_digits, "plain_params": plain_params,
     "trained_model": trained_model, "exported": exported,
     "evaluated": evaluated, "dvc_template": dvc_template,
 }

@@ -40,7 +40,8 @@ def stage_arguments(stage: str, work: Path, prepared: Path, model: Path, exporte
     return {
         "download": [*params, "--out", str(work / "raw"), "--offline"],
         "preprocess": [*params, "--raw", str(work / "raw-ready"), "--out", str(work / "prepared")],
-        "train": [*params, "--data", str(prepared), "--model-out", str(work / "model.pt"),
+        "train": [*params, "--data", str(prepared), "--non-digits", str(work / "non_digits.npz"),
+                  "--model-out", str(work / "model.pt"),
                   "--metrics", str(work / "train.json"), "--record-dir", str(work / "metrics"),
                   "--checkpoint", str(work / "ck.pt")],
         "evaluate": ["--model", str(exported / "model.onnx"), "--data", str(prepared), "--export-metrics",
@@ -158,6 +159,8 @@ def test_a_crash_leaves_nothing_half_written_and_the_next_run_finishes(
     prepared = request.getfixturevalue("prepared") if stage != "preprocess" else work / "unused"
     trained_model = request.getfixturevalue("trained_model") if stage == "export" else work / "unused"
     exported = request.getfixturevalue("exported") if stage == "evaluate" else None
+    if stage == "train":
+        shutil.copy(request.getfixturevalue("non_digits"), work / "non_digits.npz")
     arguments = stage_arguments(stage, work, prepared, trained_model, exported)
     for point in points:
         crashed = subprocess.run([sys.executable, "-m", "tests.crash", point, f"stages.{stage}", *arguments],

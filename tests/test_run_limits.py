@@ -90,7 +90,7 @@ def test_a_run_too_big_for_the_machine_stops_before_any_work(monkeypatch: pytest
     check_fits(build_model("cnn", 16), 512, quick_config(), torch.device("cpu"))  # the default fits
 
 
-def test_an_unexpected_error_is_one_line_with_its_traceback_kept(prepared: Path, tmp_path: Path,
+def test_an_unexpected_error_is_one_line_with_its_traceback_kept(prepared: Path, non_digits: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("float division by zero")
@@ -98,7 +98,7 @@ def test_an_unexpected_error_is_one_line_with_its_traceback_kept(prepared: Path,
     monkeypatch.setattr(train, "fit", broken)
     monkeypatch.delenv("PIPELINE_DEBUG", raising=False)
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    result = invoke(train.main, "--data", prepared, "--model-out", tmp_path / "model.pt",
+    result = invoke(train.main, "--data", prepared, "--non-digits", non_digits, "--model-out", tmp_path / "model.pt",
                     "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "record",
                     "--checkpoint", tmp_path / "ck.pt")
     assert result.exit_code == 1
@@ -109,7 +109,7 @@ def test_an_unexpected_error_is_one_line_with_its_traceback_kept(prepared: Path,
     assert "Traceback" not in result.output
     assert "raise ZeroDivisionError" in kept.read_text()
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "gone"))  # nowhere to keep it: still one line
-    result = invoke(train.main, "--data", prepared, "--model-out", tmp_path / "model.pt",
+    result = invoke(train.main, "--data", prepared, "--non-digits", non_digits, "--model-out", tmp_path / "model.pt",
                     "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "record",
                     "--checkpoint", tmp_path / "ck.pt")
     lines = [line for line in result.output.splitlines() if line.startswith("Error:")]

@@ -223,11 +223,12 @@ def test_absent_cuda_is_a_clear_error() -> None:
         resolve_device("cuda")
 
 
-def test_a_value_that_cannot_work_is_named_with_the_params_file_read(prepared: Path, tmp_path: Path,
+def test_a_value_that_cannot_work_is_named_with_the_params_file_read(prepared: Path, non_digits: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     params = write_params(tmp_path, device="mps").rename(tmp_path / "mine.yaml")  # not params.yaml
-    result = invoke(train.main, "--params", params, "--data", prepared, "--model-out", tmp_path / "model.pt",
+    result = invoke(train.main, "--params", params, "--data", prepared, "--non-digits", non_digits,
+                    "--model-out", tmp_path / "model.pt",
                     "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "metrics")
     assert result.exit_code == 1
     assert f"Error: {params}: 'device' is mps but MPS is not available" in result.output
@@ -248,9 +249,9 @@ def write_params(folder: Path, **overrides: object) -> Path:
     return path
 
 
-def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
+def test_stage_writes_model_and_record(prepared: Path, non_digits: Path, tmp_path: Path) -> None:
     params = write_params(tmp_path, epochs=2, model="mlp2")
-    args = ["--params", params, "--data", prepared, "--model-out", tmp_path / "model.pt",
+    args = ["--params", params, "--data", prepared, "--non-digits", non_digits, "--model-out", tmp_path / "model.pt",
             "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "metrics",
             "--checkpoint", tmp_path / "ck.pt"]
     result = CliRunner().invoke(train.main, [str(a) for a in args])
@@ -273,19 +274,19 @@ def test_stage_writes_model_and_record(prepared: Path, tmp_path: Path) -> None:
     ("lr", -1, "'lr' must be a number > 0 and < 10, got -1"),
     ("epochs", 0, "'epochs' must be an integer from 1 to 1000, got 0"),
 ])
-def test_stage_rejects_bad_params_before_work(prepared: Path, tmp_path: Path, key: str, value: object,
-                                              message: str) -> None:
+def test_stage_rejects_bad_params_before_work(prepared: Path, non_digits: Path, tmp_path: Path, key: str,
+                                              value: object, message: str) -> None:
     params = write_params(tmp_path, **{key: value})
-    result = CliRunner().invoke(train.main, ["--params", str(params), "--data", str(prepared),
-                                             "--model-out", str(tmp_path / "model.pt")])
+    result = CliRunner().invoke(train.main, ["--params", str(params), "--data", str(prepared), "--non-digits",
+                                             str(non_digits), "--model-out", str(tmp_path / "model.pt")])
     assert result.exit_code == 1
     assert message in result.output
     assert not (tmp_path / "model.pt").exists()
 
 
 @pytest.mark.complete  # torchrun
-def test_an_interrupted_two_process_run_resumes_to_the_model_an_uninterrupted_one_trains(small_prepared: Path,
-                                                                                         tmp_path: Path) -> None:
+def test_an_interrupted_two_process_run_resumes_to_the_model_an_uninterrupted_one_trains(
+        small_prepared: Path, non_digits: Path, tmp_path: Path) -> None:
     """Two CPU processes (gloo): a crash after epoch 1, a rerun that resumes, and the same bytes of weights and
     the same record as two processes that were never stopped (one step's agreement with one process is
     `test_ddp_averages_gradients_across_ranks`). Equality, not accuracy: 1,000 digits do."""
@@ -296,7 +297,8 @@ def test_an_interrupted_two_process_run_resumes_to_the_model_an_uninterrupted_on
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def arguments(name: str) -> list[str]:
-        return ["--params", str(params), "--data", str(data), "--model-out", str(tmp_path / f"{name}.pt"),
+        return ["--params", str(params), "--data", str(data), "--non-digits", str(non_digits),
+                "--model-out", str(tmp_path / f"{name}.pt"),
                 "--metrics", str(tmp_path / f"{name}.json"), "--record-dir", str(tmp_path / name),
                 "--checkpoint", str(tmp_path / f"{name}-checkpoint.pt")]
 

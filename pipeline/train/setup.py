@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from pipeline.common.errors import ParamError, PipelineError
-from pipeline.data.prepared import Normalization, PreparedData, Split
+from pipeline.data.prepared import Normalization, PreparedData, Split, load_split
 from pipeline.model.networks import build_model, uses_channels_last
 from pipeline.train.config import TrainConfig
 from pipeline.train.distributed import ProcessInfo
@@ -51,10 +52,11 @@ class TrainingData:
     non_digits: Split | None = None
 
     @classmethod
-    def of(cls, prepared: PreparedData, non_digits: bool = False) -> TrainingData:
-        """The training and validation splits of the prepared data, and its non-digits if asked for."""
+    def of(cls, prepared: PreparedData, non_digits: Path | None = None) -> TrainingData:
+        """The training and validation splits of the prepared data, and the draw stage's non-digits from the file
+        `non_digits` (None: none)."""
         return cls(prepared.split("train"), prepared.split("val"), prepared.normalization,
-                   prepared.split("non_digits") if non_digits else None)
+                   load_split(non_digits) if non_digits is not None else None)
 
 
 def device_tensors(split: Split, normalization: Normalization, device: torch.device,
