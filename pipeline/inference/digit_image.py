@@ -380,8 +380,8 @@ def to_mnist(image: np.ndarray, name: str = "image") -> np.ndarray:
 def readings(image: np.ndarray, name: str = "image") -> np.ndarray:
     """The ways to read an image of one digit, float32 K x 28 x 28 in [0, 1]: the digit as `to_mnist` prepares
     it and, when its marks span most of the image (a line across it, blots or a lit band beside the digit join
-    them, or a blur spreads it), the whole image as well (`whole_image`). Predict keeps the prepared reading unless
-    the model is clearly surer of the whole image (`onnx_session.surest`)."""
+    them, or a blur spreads it), the whole image as well (`whole_image`). Predict takes the reading the model is
+    surer of (`onnx_session.surest`)."""
     gray = small_gray(image)
     dark_ink = has_dark_ink(gray)
     crop, ink, extent = digit_ink(image, name, dark_ink)

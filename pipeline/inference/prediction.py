@@ -18,7 +18,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "model.onnx"
 
 def surest_reading(session: Any, readings: np.ndarray) -> np.ndarray:
     """The class probabilities of the reading (of K x 28 x 28, see `digit_image.readings`) that predict takes
-    (`surest`: the prepared one, unless the model is clearly surer of another)."""
+    (`surest`: the one the model is surest of)."""
     probabilities = softmax(run_logits(session, readings[:, None].astype(np.float32, copy=False)))
     return probabilities[surest(probabilities)]
 
