@@ -1,9 +1,9 @@
-"""Drawn non-digits for training: letters, symbols and scribbles, prepared as predict prepares a page.
+"""Drawn non-digits for training: letters, symbols, shapes and scribbles, placed as MNIST placed its digits.
 
 Training pushes the model's answer on these towards "no digit in particular" (a flat distribution, outlier
 exposure), so that predict can say when an image is not a digit. Everything is drawn here from seeded
-strokes (no font files, which differ between machines), then is placed as MNIST placed its digits
-(`common.mnist_box.fit_mnist_box`, as predict does), with pens as wide as MNIST's.
+strokes, or typed in the font Pillow carries (no system fonts, which differ between machines), then placed
+as MNIST placed its digits (`common.mnist_box.fit_mnist_box`, as predict does), with pens as wide as MNIST's.
 Shapes that are digits to any reader (a ring is a 0, a lone bar a 1) are not drawn; the benchmark of
 non-digits (`bench/not_digits.py`) draws its own, different ones, none of them from this module.
 """
@@ -21,7 +21,7 @@ from pipeline.common.mnist_box import fit_mnist_box
 
 Stroke = list[tuple[float, float]]
 CANVAS_PX = 96  # drawn at this size, then prepared down to 28 x 28 as predict does
-NON_DIGITS, SEED = 12_000, 20_260_905  # how many the preprocess stage draws, always the same ones
+NON_DIGITS, SEED = 12_000, 20_260_905  # how many the draw stage draws, always the same ones
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, stop: float, points: int = 12) -> Stroke:
