@@ -68,8 +68,8 @@ def main(params_file: Path, data: Path, non_digits: Path, model_out: Path, metri
     log.info("%s on %s, %d train / %d val images, %d process(es)", cfg.model, device, len(splits.train),
              len(splits.val), info.world_size)
     platform = describe_platform(device)
-    run_id = fingerprint(cfg, [data / "train.npz", data / "val.npz"], info.world_size, code_digest(Path(__file__)),
-                         platform)
+    inputs = [data / "train.npz", data / "val.npz", *([non_digits] if cfg.non_digits > 0 else [])]
+    run_id = fingerprint(cfg, inputs, info.world_size, code_digest(Path(__file__)), platform)
 
     parameters = count_parameters(build_model(cfg.model, cfg.width, cfg.standardize))
     history: list[dict[str, float]] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from pipeline.evaluate.metrics import calibration_error
 from pipeline.inference.prediction import answer
 from pipeline.train.loop import non_digit_batch
 from pipeline.train.setup import Run
-from tests.helpers import quick_config
+from tests.helpers import invoke, quick_config
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -61,3 +63,14 @@ def test_each_batch_adds_its_share_of_non_digits_and_none_when_the_run_uses_none
     extra = non_digit_batch(run, 100)
     assert extra.shape == (25, 1, 28, 28) and set(extra[:, 0, 0, 0].tolist()) <= set(range(40))
     assert len(non_digit_batch(Run(**{**run.__dict__, "non_digits": drawn[:0]}), 100)) == 0
+
+
+def test_the_train_stage_names_a_missing_non_digits_file_in_one_line(prepared: Path, tmp_path: Path) -> None:
+    from stages import train
+
+    missing = tmp_path / "absent.npz"
+    result = invoke(train.main, "--data", prepared, "--non-digits", missing, "--model-out", tmp_path / "model.pt",
+                    "--metrics", tmp_path / "train.json", "--record-dir", tmp_path / "record")
+    assert result.exit_code == 1 and result.output == (f"Error: {missing}: not found (`dvc repro` makes it: the "
+                                                       "preprocess stage a split, the draw stage the non-digits)\n")
+    assert not (tmp_path / "model.pt").exists()

@@ -50,7 +50,8 @@ def load_arrays(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
                 raise PipelineError(f"{path}: not a prepared split (expected arrays 'images' and 'labels')")
             images, labels = data["images"], data["labels"]
     except FileNotFoundError:
-        raise PipelineError(f"{path}: not found (run the preprocess stage)") from None
+        raise PipelineError(f"{path}: not found (`dvc repro` makes it: the preprocess stage a split, the draw stage "
+                            "the non-digits)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise PipelineError(f"{path}: not a prepared split ({type(exc).__name__})") from None
     check_arrays(images, labels, str(path))

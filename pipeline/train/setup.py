@@ -152,7 +152,9 @@ def start_run(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, device: t
         raise PipelineError(f"training set of {len(train)} images is smaller than {info.world_size} processes")
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.width, cfg.standardize)
-    check_fits(model, min(local_batch, per_rank), cfg, device)
+    uses_non_digits = cfg.non_digits > 0 and data.non_digits is not None
+    digits = min(local_batch, per_rank)
+    check_fits(model, digits + (round(cfg.non_digits * digits) if uses_non_digits else 0), cfg, device)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -164,6 +166,6 @@ def start_run(cfg: TrainConfig, data: TrainingData, info: ProcessInfo, device: t
     # unseen images count as the hardest (every image is seen in the full epochs before selection starts)
     image_losses = torch.full((len(train) if cfg.select_fraction else 0,), math.inf, device=device)
     non_digits = (device_tensors(data.non_digits, normalization, device, channels_last)[0]
-                  if cfg.non_digits and data.non_digits is not None else images[:0])
+                  if uses_non_digits else images[:0])
     return Run(cfg, info, model, optimizer, scheduler, ema, images, labels, normalization, local_batch, image_losses,
                non_digits)
