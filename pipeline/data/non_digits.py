@@ -10,6 +10,7 @@ non-digits (`bench/not_digits.py`) draws its own, different ones, none of them f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -108,11 +109,18 @@ def _glyph(rng: np.random.Generator) -> list[Stroke]:
 TYPED = "ACDEFGHJKLMNPQRSTUVWXYZabcdefhijkmnprstuvwxyz#%&@?$*+=<>"
 
 
-def _typed(rng: np.random.Generator) -> np.ndarray:
-    """A typed letter or symbol, slanted and turned a little, sometimes bolder: ink on a dark canvas."""
-    font = ImageFont.load_default(size=int(rng.integers(48, 72)))
+@functools.cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    """Pillow's own font at `size` px, loaded once per size."""
+    font = ImageFont.load_default(size=size)
     if not isinstance(font, ImageFont.FreeTypeFont):
         raise PipelineError("Pillow was built without FreeType, which drawing the non-digits needs")
+    return font
+
+
+def _typed(rng: np.random.Generator) -> np.ndarray:
+    """A typed letter or symbol, slanted and turned a little, sometimes bolder: ink on a dark canvas."""
+    font = _font(int(rng.integers(48, 72)))
     image = Image.new("L", (CANVAS_PX, CANVAS_PX), 0)
     ImageDraw.Draw(image).text((CANVAS_PX / 2, CANVAS_PX / 2), TYPED[rng.integers(len(TYPED))], font=font, fill=255,
                                anchor="mm")
