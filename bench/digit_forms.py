@@ -1,8 +1,9 @@
 """Real MNIST test digits redrawn in the forms people feed `predict`: pens, pages, lighting, files.
 
-Each digit's strokes are traced (skeleton of the upscaled digit) and drawn again with a pen of a
-chosen width on a canvas of a chosen size, then the form's paper, lighting or file format is
-applied. Used by tests/test_predict_forms.py (a floor per form) and bench/predict_forms.py.
+Each digit's strokes are traced (skeleton of the upscaled digit; the outline of an area the writer
+filled solid, as a pen would draw it) and drawn again with a pen of a chosen width on a canvas of a
+chosen size, then the form's paper, lighting or file format is applied. Used by
+tests/test_predict_forms.py (a floor per form) and bench/predict_forms.py.
 """
 
 from __future__ import annotations
@@ -16,14 +17,38 @@ from PIL import Image
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+SOLID = 2.5  # a disk this many times the digit's median stroke radius fits only in an area filled solid
+REFERENCE = 280  # px a side, where the digit's stroke radius is measured (a skeleton's spurs vary with scale)
+
+
+def _upscaled(digit: np.ndarray, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(digit).resize((size, size), Image.BICUBIC)) > 127
+
+
+def solid_radius(digit: np.ndarray) -> float:
+    """The radius, as a share of the image's side, of a disk that fits in the digit only where it is filled solid."""
+    shape = _upscaled(digit, REFERENCE)
+    return SOLID * float(np.median(ndimage.distance_transform_edt(shape)[skeletonize(shape)])) / REFERENCE
+
+
+def strokes(shape: np.ndarray, radius: float) -> np.ndarray:
+    """The lines a pen follows to redraw `shape` (a boolean image): its skeleton, except in areas filled solid
+    (where a disk of `radius` px fits), which the pen outlines instead: the skeleton of a filled loop is a line,
+    and a 9 whose loop was filled in would come back as a 7."""
+    inside = ndimage.distance_transform_edt(shape)
+    skeleton = skeletonize(shape)
+    if inside.max() <= radius:
+        return skeleton
+    solid = shape & (ndimage.distance_transform_edt(inside <= radius) <= radius)  # the disks that fit only there
+    return (skeleton & ~solid) | (solid & ~ndimage.binary_erosion(solid))
+
 
 def pen_drawing(digit: np.ndarray, canvas: int, box: int, pen: float,
                 offset: tuple[int, int] | None = None) -> np.ndarray:
     """The digit's strokes traced and drawn with a round pen `pen` pixels wide, its 20x20 box scaled to
     `box` pixels, on a `canvas` x `canvas` page (centred, or with its top-left at `offset`): ink in [0, 1]."""
     size = round(box * 28 / 20)
-    upscaled = np.asarray(Image.fromarray(digit).resize((size, size), Image.BICUBIC)) > 127
-    trace = skeletonize(upscaled)
+    trace = strokes(_upscaled(digit, size), solid_radius(digit) * size)
     ink = np.clip(pen / 2 + 0.5 - ndimage.distance_transform_edt(~trace), 0, 1)
     top, left = offset if offset is not None else ((canvas - size) // 2, (canvas - size) // 2)
     page = np.zeros((canvas, canvas), dtype=np.float32)

@@ -136,3 +136,15 @@ def test_marks_that_span_the_image_are_also_read_as_the_whole_image() -> None:
     both = readings(page)
     assert both.shape == (2, 28, 28)
     assert np.allclose(both[1][14], 1.0, atol=0.05) and both[1][:, 13].max() == 1.0  # the page as it is
+
+
+def test_a_loop_filled_solid_is_redrawn_as_a_loop_and_thin_strokes_as_strokes() -> None:
+    """The skeleton of a filled loop is a line: a 9 whose loop its writer filled in came back as a 7."""
+    rows, cols = np.mgrid[0:28, 0:28]
+    nine = ((np.hypot(rows - 10, cols - 14) <= 6) | ((abs(cols - 19) <= 1) & (rows >= 10) & (rows <= 24)))
+    page = pen_drawing((nine * 255).astype(np.uint8), 300, 200, 4) > 0.5
+    holes = ndimage.label(~page)[1] - 1  # background regions that do not touch the page's edge
+    assert holes == 1, "the filled loop lost its hole"
+    one = ((abs(cols - 14) <= 1) & (rows >= 4) & (rows <= 24)).astype(np.uint8) * 255
+    stroke = pen_drawing(one, 300, 200, 4) > 0.5
+    assert ndimage.label(~stroke)[1] == 1 and stroke.sum(1).max() <= 6  # one thin line, no outline around it
