@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from pipeline.train.loop import fit
 from pipeline.train.muon import MuonAdamW, muon_parameters, orthogonalized
 from pipeline.train.selection import HARD_SHARE, select, total_steps
 from pipeline.train.setup import TrainingData
-from tests.helpers import quick_config
+from tests.helpers import REPO, quick_config
 
 
 def test_a_selection_is_the_hardest_three_quarters_and_random_others_without_repeats() -> None:
@@ -72,3 +74,26 @@ def test_muon_takes_every_convolution_and_hidden_linear_and_adamw_the_rest() -> 
     before = [p.detach().clone() for p in model.parameters()]
     optimizer.step()
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_muon_run_with_its_schedule_and_checkpoint_imports_no_dynamo() -> None:
+    """torch.optim's wrappers import torch._dynamo (about 1.5 s) on their first call; the default optimizer
+    takes the methods unwrapped, so a training process never pays for it."""
+    script = """
+import sys, torch
+from pipeline.train.muon import MuonAdamW, muon_parameters
+from pipeline.model.networks import build_model
+model = build_model("cnn", 4)
+optimizer = MuonAdamW(*muon_parameters(model), lr=0.01, weight_decay=0.0005)
+schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.01, total_steps=4)
+for _ in range(2):
+    optimizer.zero_grad(set_to_none=True)
+    model(torch.rand(8, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    schedule.step()
+optimizer.load_state_dict(optimizer.state_dict())
+print("torch._dynamo" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -7,7 +7,7 @@ its (out channels) x (in channels * kernel) matrix, as in the airbench CIFAR-10 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -37,10 +37,24 @@ def muon_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
     return matrices, [p for p in model.parameters() if id(p) not in chosen]
 
 
+def _unwrapped(method: Callable) -> Callable:
+    """`method` without the wrapper that torch.optim puts around it to keep torch.compile out: the wrapper imports
+    torch._dynamo on its first call (about 1.5 s of every training run on a 2-core CPU)."""
+    return getattr(method, "__wrapped__", method)
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """Muon on `matrices`, AdamW on `others`, at one rate: each orthogonalized update is scaled by
     0.2 * sqrt(max(rows, columns)), which gives it AdamW's typical update size, so AdamW's rate and weight decay
-    carry over (Liu et al. 2025, "Muon is scalable for LLM training"; torch.optim.Muon's `match_rms_adamw`)."""
+    carry over (Liu et al. 2025, "Muon is scalable for LLM training"; torch.optim.Muon's `match_rms_adamw`).
+
+    Never compiled, so it takes torch.optim.Optimizer's methods unwrapped, and a run imports no torch._dynamo.
+    """
+
+    add_param_group = _unwrapped(torch.optim.Optimizer.add_param_group)
+    zero_grad = _unwrapped(torch.optim.Optimizer.zero_grad)
+    state_dict = _unwrapped(torch.optim.Optimizer.state_dict)
+    load_state_dict = _unwrapped(torch.optim.Optimizer.load_state_dict)
 
     def __init__(self, matrices: Iterable[nn.Parameter], others: Iterable[nn.Parameter], lr: float,
                  weight_decay: float, momentum: float = 0.95, betas: tuple[float, float] = (0.9, 0.999),
