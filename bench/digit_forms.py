@@ -8,6 +8,7 @@ tests/test_predict_forms.py (a floor per form) and bench/predict_forms.py.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,13 @@ def _upscaled(digit: np.ndarray, size: int) -> np.ndarray:
 
 def solid_radius(digit: np.ndarray) -> float:
     """The radius, as a share of the image's side, of a disk that fits in the digit only where it is filled solid."""
-    shape = _upscaled(digit, REFERENCE)
-    return SOLID * float(np.median(ndimage.distance_transform_edt(shape)[skeletonize(shape)])) / REFERENCE
+    return _solid_radius(np.ascontiguousarray(digit, dtype=np.uint8).tobytes(), digit.shape)
+
+
+@functools.lru_cache(maxsize=4096)  # each form redraws the same digits: measured once per digit, not per form
+def _solid_radius(pixels: bytes, shape: tuple[int, ...]) -> float:
+    image = _upscaled(np.frombuffer(pixels, dtype=np.uint8).reshape(shape), REFERENCE)
+    return SOLID * float(np.median(ndimage.distance_transform_edt(image)[skeletonize(image)])) / REFERENCE
 
 
 def strokes(shape: np.ndarray, radius: float) -> np.ndarray:
