@@ -26,25 +26,28 @@ def _upscaled(digit: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(digit).resize((size, size), Image.BICUBIC)) > 127
 
 
-def solid_radius(digit: np.ndarray) -> float:
-    """The radius, as a share of the image's side, of a disk that fits in the digit only where it is filled solid."""
+def solid_radius(digit: np.ndarray) -> float | None:
+    """The radius, as a share of the image's side, of a disk that fits in the digit only where it is filled solid;
+    None when no such disk fits anywhere (most digits)."""
     return _solid_radius(np.ascontiguousarray(digit, dtype=np.uint8).tobytes(), digit.shape)
 
 
 @functools.lru_cache(maxsize=4096)  # each form redraws the same digits: measured once per digit, not per form
-def _solid_radius(pixels: bytes, shape: tuple[int, ...]) -> float:
+def _solid_radius(pixels: bytes, shape: tuple[int, ...]) -> float | None:
     image = _upscaled(np.frombuffer(pixels, dtype=np.uint8).reshape(shape), REFERENCE)
-    return SOLID * float(np.median(ndimage.distance_transform_edt(image)[skeletonize(image)])) / REFERENCE
+    inside = ndimage.distance_transform_edt(image)
+    radius = SOLID * float(np.median(inside[skeletonize(image)]))
+    return radius / REFERENCE if inside.max() > radius else None
 
 
-def strokes(shape: np.ndarray, radius: float) -> np.ndarray:
+def strokes(shape: np.ndarray, radius: float | None) -> np.ndarray:
     """The lines a pen follows to redraw `shape` (a boolean image): its skeleton, except in areas filled solid
-    (where a disk of `radius` px fits), which the pen outlines instead: the skeleton of a filled loop is a line,
-    and a 9 whose loop was filled in would come back as a 7."""
-    inside = ndimage.distance_transform_edt(shape)
+    (where a disk of `radius` px fits; None: there are none), which the pen outlines instead: the skeleton of a
+    filled loop is a line, and a 9 whose loop was filled in would come back as a 7."""
     skeleton = skeletonize(shape)
-    if inside.max() <= radius:
+    if radius is None:
         return skeleton
+    inside = ndimage.distance_transform_edt(shape)
     solid = shape & (ndimage.distance_transform_edt(inside <= radius) <= radius)  # the disks that fit only there
     return (skeleton & ~solid) | (solid & ~ndimage.binary_erosion(solid))
 
@@ -54,7 +57,8 @@ def pen_drawing(digit: np.ndarray, canvas: int, box: int, pen: float,
     """The digit's strokes traced and drawn with a round pen `pen` pixels wide, its 20x20 box scaled to
     `box` pixels, on a `canvas` x `canvas` page (centred, or with its top-left at `offset`): ink in [0, 1]."""
     size = round(box * 28 / 20)
-    trace = strokes(_upscaled(digit, size), solid_radius(digit) * size)
+    share = solid_radius(digit)
+    trace = strokes(_upscaled(digit, size), None if share is None else share * size)
     ink = np.clip(pen / 2 + 0.5 - ndimage.distance_transform_edt(~trace), 0, 1)
     top, left = offset if offset is not None else ((canvas - size) // 2, (canvas - size) // 2)
     page = np.zeros((canvas, canvas), dtype=np.float32)
