@@ -36,16 +36,12 @@ def test_predict_reads_each_form_about_as_well_as_the_model_reads_mnist(
         form: Form, own_accuracy: float, exported: Path, prepared: Path, tmp_path: Path) -> None:
     test = load_split(prepared / "test.npz")
     files = form_files(form, test.images[:DIGITS].numpy(), tmp_path)
-    accuracy, unreadable = form_accuracy(open_session(exported / "model.onnx"), files, test.labels[:DIGITS].numpy())
+    session = open_session(exported / "model.onnx")
+    accuracy, unreadable = form_accuracy(session, files, test.labels[:DIGITS].numpy())
     assert unreadable == 0
     assert accuracy >= min(0.95, own_accuracy - 0.04), f"{form.name}: {accuracy:.3f} (on MNIST: {own_accuracy:.3f})"
-
-
-def test_a_thin_pen_on_a_large_page_reads_19_of_20(exported: Path, prepared: Path, tmp_path: Path) -> None:
-    test = load_split(prepared / "test.npz")
-    files = form_files(Form("thin pen", thin_pen), test.images[:20].numpy(), tmp_path)
-    accuracy, _ = form_accuracy(open_session(exported / "model.onnx"), files, test.labels[:20].numpy())
-    assert accuracy >= 19 / 20
+    if form.make is thin_pen:  # the issue that asked for thin pens on large pages: 19 of its first 20 digits
+        assert form_accuracy(session, files[:20], test.labels[:20].numpy())[0] >= 19 / 20
 
 
 def test_a_dark_blot_and_specks_neither_set_the_ink_level_nor_become_the_digit(exported: Path, prepared: Path,

@@ -495,10 +495,11 @@ def test_a_client_that_hangs_up_mid_upload_is_one_line_of_log_not_a_fault(
 @pytest.mark.slow  # a real browser
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
                                                             "(.ci/run installs them)")
-def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: Server) -> None:
+def test_a_digit_drawn_on_the_page_with_pointer_events_is_read_and_a_refusal_says_not_a_digit(
+        server: Server, exported: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    driver = chromium()
+    driver = chromium()  # one browser for both servers: it starts in seconds
     try:
         driver.get(f"http://127.0.0.1:{server.port}/")
         assert draw(driver, (5, -95), (5, 95)) == "1"
@@ -507,23 +508,15 @@ def test_a_digit_drawn_on_the_page_with_pointer_events_is_read(server: Server) -
         assert driver.find_element(By.ID, "label").text == ""
         assert not driver.find_elements(By.CSS_SELECTOR, "#bars .bar")
         assert draw(driver, (-70, -85), (70, -85), (-15, 95)) == "7"
-    finally:
-        driver.quit()
 
-
-def test_the_page_says_not_a_digit_when_the_answer_has_no_label(exported: Path, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
-    with running_server(refusing_everything(exported / "model.onnx", tmp_path / "strict.onnx"), TIMEOUT) as own:
-        driver = chromium()
-        try:
+        with running_server(refusing_everything(exported / "model.onnx", tmp_path / "strict.onnx"), TIMEOUT) as own:
             driver.get(f"http://127.0.0.1:{own.port}/")
             assert draw(driver, (5, -95), (5, 95)) == "not a digit"
             label = driver.find_element(By.ID, "label")
             assert "none" in label.get_attribute("class") and label.get_attribute("title").startswith("not a digit:")
             assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10  # the probabilities still shown
-        finally:
-            driver.quit()
+    finally:
+        driver.quit()
 
 
 # --- what a request may cost: its image's structure, and a hard limit on its preparation -------------------
