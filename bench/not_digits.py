@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from bench.digit_forms import FORMS
-from bench.predict_forms import form_files
+from bench.predict_forms import form_files, form_folder, right_answers
 from bench.report_file import machine, write_report
 from pipeline.data.prepared import load_split
 from pipeline.export.onnx_session import class_names, not_digit_below, open_session
@@ -119,10 +119,9 @@ def main(digits: int, model: Path, data: Path, again: bool, update: bool) -> Non
     forms, all_refused = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         for form in FORMS:
-            files = form_files(form, images, Path(tmp) / form.name.replace(" ", "_").replace(",", ""))
-            results = list(predict_files(session, classes, files))
+            results = list(predict_files(session, classes, form_files(form, images, form_folder(Path(tmp), form))))
             called_none = [r.get("label") is None and "error" not in r for r in results]
-            right = [r.get("label") == classes[label] for r, label in zip(results, labels, strict=True)]
+            right = right_answers(results, labels, classes)
             forms[form.name] = {"accuracy": round(float(np.mean(right)), 4),
                                 "called_not_a_digit": round(float(np.mean(called_none)), 4)}
             all_refused += called_none

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -38,12 +39,21 @@ def form_files(form: Form, digits: np.ndarray, folder: Path, seed: int = 0) -> l
     return files
 
 
+def form_folder(root: Path, form: Form) -> Path:
+    """Where a benchmark writes `form`'s files, under `root`."""
+    return root / form.name.replace(" ", "_").replace(",", "")
+
+
+def right_answers(results: list[dict[str, Any]], labels: np.ndarray, classes: list[str]) -> list[bool]:
+    """Whether each of predict's answers is its file's digit (a file it cannot read, or calls no digit, is not)."""
+    return [r.get("label") == classes[label] for r, label in zip(results, labels, strict=True)]
+
+
 def form_accuracy(session: object, files: list[Path], labels: np.ndarray) -> tuple[float, int]:
     """Share of files that predict labels correctly (a file it cannot read counts as wrong), and errors."""
     classes = class_names(session)
     results = list(predict_files(session, classes, files))
-    right = sum(r.get("label") == classes[label] for r, label in zip(results, labels, strict=True))
-    return right / len(files), sum("error" in r for r in results)
+    return sum(right_answers(results, labels, classes)) / len(files), sum("error" in r for r in results)
 
 
 def previous_accuracy(checkout: Path, files: list[Path], labels: np.ndarray) -> float:
@@ -71,7 +81,7 @@ def main(digits: int, model: Path, data: Path, previous: Path | None, update: bo
                                             capture_output=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         for form in FORMS:
-            files = form_files(form, images, Path(tmp) / form.name.replace(" ", "_").replace(",", ""))
+            files = form_files(form, images, form_folder(Path(tmp), form))
             started = time.perf_counter()
             accuracy, failed = form_accuracy(session, files, labels)
             seconds = time.perf_counter() - started
