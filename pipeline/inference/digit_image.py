@@ -44,6 +44,8 @@ NOISE_FLOOR = 0.12  # ink weaker than this share of the strongest is noise, haze
 MARK = 0.3  # ink above this share of the strongest counts as part of a mark
 MIN_SHARE = 0.08  # a mark with less than this share of the largest mark's ink is a speck
 SOFT_SHARE = 0.6  # ink is blurred when its faint pixels outnumber its solid ones by this (sharp strokes: < 0.45)
+THIN_PEN = 0.4  # a stroke under this share of MNIST's width (at the box's scale) is a thin pen, not blur,
+FAR_FAINT = 0.05  # when no more than this share of its faint edge lies beyond the pixels touching its core
 WHOLE_FRAME = 0.6  # marks that span this share of the image's longer side are read as the whole image too
 BAND = 0.3  # a mark across the whole image no wider than this share of it is a band or a frame, not a digit
 MIN_EXTENT = 0.02  # a digit spans at least this share of the image's longer side (and 4 pixels)
@@ -290,6 +292,20 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * float(np.median(inside[ridge])) - 0.5 if ridge.any() else 0.0
 
 
+def _blurred(crop: np.ndarray, solid: np.ndarray, thin: bool) -> bool:
+    """Whether the ink is soft (focus, motion, noise): its faint pixels outnumber its solid ones by SOFT_SHARE. A
+    `thin` pen's anti-aliased edge outnumbers its core too, but hugs it: no more than FAR_FAINT of it lies beyond
+    the pixels that touch the core."""
+    faint = (crop > 0.1) & ~solid
+    faint_count = np.count_nonzero(faint)
+    if faint_count <= SOFT_SHARE * np.count_nonzero(solid):
+        return False
+    if not thin:
+        return True
+    beyond = faint & ~ndimage.binary_dilation(solid, structure=np.ones((3, 3), bool))
+    return np.count_nonzero(beyond) > FAR_FAINT * faint_count
+
+
 def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
     """Thicken or thin the strokes so that, once scaled by `scale`, they are about MNIST's width.
 
@@ -297,11 +313,11 @@ def normalize_stroke(crop: np.ndarray, scale: float) -> np.ndarray:
     new edge is anti-aliased. Strokes within 25% of the target width are left untouched.
     """
     solid = crop >= 0.5
-    if np.count_nonzero((crop > 0.1) & ~solid) > SOFT_SHARE * np.count_nonzero(solid):
-        return crop  # blurred ink (focus, motion, noise): a width measured on its core would break the strokes
     mask = np.pad(solid, 1)  # a margin, so that strokes touching the crop's border have an edge there
     width = stroke_width(mask)
     target = STROKE_WIDTH / scale
+    if _blurred(crop, solid, thin=0 < width < THIN_PEN * target):
+        return crop  # blurred ink (focus, motion, noise): a width measured on its core would break the strokes
     if width <= 0 or abs(width - target) <= 0.25 * target:  # no solid stroke to measure: left as it is
         return crop
     grow = max((target - width) / 2, -0.2 * width)  # thinning stops short of breaking strokes: 40% at most
