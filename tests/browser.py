@@ -3,25 +3,40 @@ README's screenshot with this project's model."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import shutil
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
-def chromium() -> Any:
-    """A headless Chromium driven by Debian's chromedriver (no Selenium Manager, no network)."""
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Debian's chromedriver (no Selenium Manager, no network), quit on leaving.
+
+    Its temporary files (the profile's singleton socket, which Chromium leaves behind when chromedriver ends it)
+    go to a folder of its own, removed with it, instead of piling up in the system's /tmp.
+    """
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=760,620"):
         options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    with tempfile.TemporaryDirectory(prefix="chromium-") as own_tmp:
+        service = webdriver.ChromeService(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": own_tmp})
+        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 def draw(driver: Any, *points: tuple[int, int]) -> str:
@@ -58,13 +73,12 @@ def main(out: Path) -> None:
     sock.listen(config.backlog)
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    driver = chromium()
     try:
-        driver.get(f"http://127.0.0.1:{sock.getsockname()[1]}/")
-        print("the page reads", draw(driver, *THREE))
-        driver.save_screenshot(str(out))
+        with chromium() as driver:
+            driver.get(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+            print("the page reads", draw(driver, *THREE))
+            driver.save_screenshot(str(out))
     finally:
-        driver.quit()
         server.should_exit = True
 
 

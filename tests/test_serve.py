@@ -499,8 +499,7 @@ def test_a_digit_drawn_on_the_page_with_pointer_events_is_read_and_a_refusal_say
         server: Server, exported: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    driver = chromium()  # one browser for both servers: it starts in seconds
-    try:
+    with chromium() as driver:  # one browser for both servers: it starts in seconds
         driver.get(f"http://127.0.0.1:{server.port}/")
         assert draw(driver, (5, -95), (5, 95)) == "1"
         assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10
@@ -515,8 +514,6 @@ def test_a_digit_drawn_on_the_page_with_pointer_events_is_read_and_a_refusal_say
             label = driver.find_element(By.ID, "label")
             assert "none" in label.get_attribute("class") and label.get_attribute("title").startswith("not a digit:")
             assert len(driver.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 10  # the probabilities still shown
-    finally:
-        driver.quit()
 
 
 # --- what a request may cost: its image's structure, and a hard limit on its preparation -------------------
