@@ -68,7 +68,9 @@ class TrainConfig:
                               "trained towards no digit in particular, so that predict can say 'not a digit'; 0 is off")
     ema_decay: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                              "keep an exponential moving average of the weights, updated every batch, as the model "
-                             "that is validated and saved; 0 is off")
+                             "that is validated and saved; its decay warms up as min(ema_decay, (1 + n) / (10 + n)) "
+                             "after n batches (0.988 at the default run's last), so a larger value changes a short "
+                             "run nothing; 0 is off")
     select_fraction: float = param("a number >= 0 and < 1", number(0.0, 1.0),
                                    "selective backprop: after select_after full epochs, each epoch trains on this "
                                    "fraction of the images, three quarters the hardest at their last visit and "
