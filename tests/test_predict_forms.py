@@ -126,7 +126,7 @@ def test_a_thin_pens_soft_edge_is_not_blur_its_strokes_reach_mnist_width_and_blu
     crop = digit_image.digit_ink(page, "page", dark_ink=True)[0]
     blurred = ndimage.gaussian_filter(crop, 2)  # the same pen out of focus: its faint edge reaches past the core
     blurred /= blurred.max()
-    assert np.array_equal(digit_image.normalize_stroke(blurred, 20 / max(crop.shape)), blurred)
+    assert np.array_equal(digit_image.normalize_stroke(blurred, digit_image.BOX / max(crop.shape)), blurred)
 
 
 def test_a_band_from_edge_to_edge_is_left_out_of_the_digit_but_a_digit_alone_is_kept() -> None:
