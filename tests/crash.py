@@ -7,7 +7,6 @@ so that the process ends with os._exit(CRASHED) (no cleanup, no `finally`, like 
   before-rename  the first os.replace is about to run (temporaries are complete, nothing is in place)
   after-rename   the first os.replace has run (one output is in place, the rest are not)
   epoch          the checkpoint after the first epoch has been saved (train)
-  verify         the exports are being compared with PyTorch (export)
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 CRASHED = 86
-POINTS = ("mid-write", "before-rename", "after-rename", "epoch", "verify")
+POINTS = ("mid-write", "before-rename", "after-rename", "epoch")
 
 
 def die() -> None:
@@ -62,10 +61,6 @@ def arm(point: str) -> None:
         import pipeline.train.checkpoint
 
         pipeline.train.checkpoint.save_torch = crash_after(pipeline.train.checkpoint.save_torch)
-    elif point == "verify":
-        import pipeline.export.formats
-
-        pipeline.export.formats.compare = crash_before(pipeline.export.formats.compare)
     else:
         raise SystemExit(f"unknown crash point {point!r}; one of {', '.join(POINTS)}")
 
