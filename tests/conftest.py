@@ -127,6 +127,8 @@ BACKGROUND_BUILD = pytest.StashKey[subprocess.Popen]()
 @pytest.hookimpl(trylast=True)  # after `-m` and `-k` have deselected
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start building the shared artifacts the selected tests need, in a process of its own, at once."""
+    if session.config.option.collectonly:
+        return
     needed = set().union(*(getattr(item, "fixturenames", ()) for item in session.items))
     names = [name for name in shared_artifacts.ARTIFACTS if name in needed]
     if names and (builder := shared_artifacts.start_background_build(shared_root(session.config), names)):

@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers import REPO
 
+ONLY_NAMED_PLUGINS = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # the probe's pytest loads only what `-p` names
+
 PROBE = '''
 import pytest
 
@@ -30,7 +32,7 @@ def test_may_skip():
 @pytest.mark.parametrize(("ci", "fails"), [("true", True), ("", False)])
 def test_a_skip_fails_under_ci_unless_marked(tmp_path: Path, ci: str, fails: bool) -> None:
     (tmp_path / "test_probe.py").write_text(PROBE)
-    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO), **ONLY_NAMED_PLUGINS}
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:xdist", "-p",
                            "no:cacheprovider", "-o", "addopts=", "-rA", str(tmp_path / "test_probe.py")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -59,7 +61,7 @@ def test_on_a_real_repository():
                                                         ("", "not complete", False)])
 def test_ci_fails_unless_the_complete_tier_ran(tmp_path: Path, ci: str, selection: str, fails: bool) -> None:
     (tmp_path / "test_tiers.py").write_text(TIERS)
-    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO), **ONLY_NAMED_PLUGINS}
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:xdist", "-p",
                            "no:cacheprovider", "-o", "addopts=", "-m", selection, str(tmp_path / "test_tiers.py")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
