@@ -49,13 +49,12 @@ def strokes(shape: np.ndarray, radius: float | None) -> np.ndarray:
     if box is None:
         return lines
     shape = shape[box]
-    skeleton = skeletonize(shape)
-    if radius is None:
-        lines[box] = skeleton
-        return lines
-    inside = ndimage.distance_transform_edt(shape)
-    solid = shape & (ndimage.distance_transform_edt(inside <= radius) <= radius)  # the disks that fit only there
-    lines[box] = (skeleton & ~solid) | (solid & ~ndimage.binary_erosion(solid))
+    trace = skeletonize(shape)
+    if radius is not None:
+        inside = ndimage.distance_transform_edt(shape)
+        solid = shape & (ndimage.distance_transform_edt(inside <= radius) <= radius)  # the disks that fit only there
+        trace = (trace & ~solid) | (solid & ~ndimage.binary_erosion(solid))
+    lines[box] = trace
     return lines
 
 

@@ -33,8 +33,8 @@ def test_may_skip():
 def test_a_skip_fails_under_ci_unless_marked(tmp_path: Path, ci: str, fails: bool) -> None:
     (tmp_path / "test_probe.py").write_text(PROBE)
     env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO), **ONLY_NAMED_PLUGINS}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:xdist", "-p",
-                           "no:cacheprovider", "-o", "addopts=", "-rA", str(tmp_path / "test_probe.py")],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:cacheprovider",
+                           "-o", "addopts=", "-rA", str(tmp_path / "test_probe.py")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     summary = done.stdout.splitlines()[-1]
     assert (done.returncode != 0) == fails, done.stdout[-2000:]
@@ -62,8 +62,8 @@ def test_on_a_real_repository():
 def test_ci_fails_unless_the_complete_tier_ran(tmp_path: Path, ci: str, selection: str, fails: bool) -> None:
     (tmp_path / "test_tiers.py").write_text(TIERS)
     env = {**os.environ, "CI": ci, "PYTHONPATH": str(REPO), **ONLY_NAMED_PLUGINS}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:xdist", "-p",
-                           "no:cacheprovider", "-o", "addopts=", "-m", selection, str(tmp_path / "test_tiers.py")],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:cacheprovider",
+                           "-o", "addopts=", "-m", selection, str(tmp_path / "test_tiers.py")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert (done.returncode != 0) == fails, done.stdout[-2000:]
     assert ("no test of the complete tier ran" in done.stdout) == fails, done.stdout[-2000:]
