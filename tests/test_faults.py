@@ -145,17 +145,17 @@ def work(tmp_path: Path, tiny_raw: Path) -> Path:
 
 
 @pytest.mark.slow  # handed out first, so that the two workers end together
-@pytest.mark.parametrize(("stage", "points"), [
-    ("preprocess", ["mid-write"]),             # a temporary half written; the output folder untouched
-    ("evaluate", ["before-rename"]),           # every temporary complete, none in place
-    # model.pt2 in place (the inner of export's two writes), model.onnx's temporary complete and not. A crash
-    # earlier in export (while it compares with PyTorch) leaves what "before-rename" does: every temporary
+@pytest.mark.parametrize(("stage", "point"), [
+    ("preprocess", "mid-write"),      # a temporary half written; the output folder untouched
+    ("evaluate", "before-rename"),    # every temporary complete, none in place
+    # model.pt2 in place (the inner of export's two writes), model.onnx's temporary complete but not in place. A
+    # crash earlier in export (while it compares with PyTorch) leaves what "before-rename" does: every temporary
     # complete, none in place (evaluate's case); an export costs seconds of imports and tracing
-    ("export", ["after-rename"]),
-    ("train", ["epoch"]),                      # the checkpoint of epoch 1 saved: the next run resumes from it
+    ("export", "after-rename"),
+    ("train", "epoch"),               # the checkpoint of epoch 1 saved: the next run resumes from it
 ])
 def test_a_crash_leaves_nothing_half_written_and_the_next_run_finishes(
-        stage: str, points: list[str], work: Path, request: pytest.FixtureRequest) -> None:
+        stage: str, point: str, work: Path, request: pytest.FixtureRequest) -> None:
     # each stage waits for only the shared artifacts it reads
     prepared = request.getfixturevalue("prepared") if stage != "preprocess" else work / "unused"
     trained_model = request.getfixturevalue("trained_model") if stage == "export" else work / "unused"
@@ -163,16 +163,15 @@ def test_a_crash_leaves_nothing_half_written_and_the_next_run_finishes(
     if stage == "train":
         shutil.copy(request.getfixturevalue("non_digits"), work / "non_digits.npz")
     arguments = stage_arguments(stage, work, prepared, trained_model, exported)
-    for point in points:
-        crashed = subprocess.run([sys.executable, "-m", "tests.crash", point, f"stages.{stage}", *arguments],
-                                 cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-        assert crashed.returncode == CRASHED, crashed.stderr[-2000:]
-        check_outputs(stage, work, all_present=False)
+    crashed = subprocess.run([sys.executable, "-m", "tests.crash", point, f"stages.{stage}", *arguments],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == CRASHED, crashed.stderr[-2000:]
+    check_outputs(stage, work, all_present=False)
     rerun = subprocess.run(stage_command(stage, work, prepared, trained_model, exported), cwd=REPO, env=ENV,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     check_outputs(stage, work, all_present=True)
-    if points == ["epoch"]:
+    if point == "epoch":
         assert "resuming from" in rerun.stderr and "after epoch 1" in rerun.stderr
     assert leftovers(work) == []
 
